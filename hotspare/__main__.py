@@ -1,0 +1,5 @@
+import sys
+
+from hotspare.router.cli import main
+
+sys.exit(main())
