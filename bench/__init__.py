@@ -1,0 +1,1 @@
+"""The project's benchmarks (run as scripts; see bench/README.md)."""
