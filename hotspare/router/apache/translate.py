@@ -244,6 +244,7 @@ class _Translator:
         services: list[dict[str, Any]] = []
         for scope in [self.main, *self.vhosts]:
             for p in scope.passes:
+                noted = len(self.notes)
                 b = self._service(scope, p, taken)
                 if b is None:
                     continue
@@ -253,7 +254,9 @@ class _Translator:
                     taken.discard(b.service["name"])
                     same = {k: v for k, v in b.service.items() if k != "name"} == {
                         k: v for k, v in earlier.service.items() if k != "name"}
-                    if not same:
+                    if same:
+                        del self.notes[noted:]  # already reported for the earlier copy
+                    else:
                         self.notes.append(Untranslated.of(
                             p.directive, f"hotspare routes by host and path, not by port; the same route is "
                             f"already the service {earlier.service['name']!r} from {earlier.directive.where} "
