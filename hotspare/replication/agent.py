@@ -1,0 +1,379 @@
+"""The agent process of one node: HTTP API, role from the router, and the source or
+sink of each root.
+
+Rules:
+
+1. Every ``/v1/`` call needs ``Authorization: Bearer <replication token>`` (compared
+   with ``hmac.compare_digest``); only ``GET /metrics`` is open.
+2. The role comes from :class:`RoleTracker`; this shell polls the router and performs
+   role changes: stop what the old role ran, then start the new one. Every background
+   task is named and owned by the agent, and cancelled and awaited at stop.
+3. Root endpoints answer only while this node is the source (409 otherwise), so a spare
+   never hands out its replica as the truth.
+4. Actions for the promotion pipeline: ``final-sync`` (returns once the replica holds
+   everything the source held when the call arrived) and ``stop-app`` (runs the
+   configured command). Both carry the epoch; an epoch older than the one this agent
+   has seen is refused (409): a stale pipeline cannot act.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .config import ReplicationConfig
+from .metrics import AgentMetrics
+from .role import Role, RoleChange, RoleTracker
+from .sink import RootSink, SinkSettings
+from .source import RootSource
+from .syncstate import SyncState
+
+log = logging.getLogger("hotspare.replication.agent")
+
+__all__ = ["Agent", "AgentOptions"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    node: str
+    host: str = "127.0.0.1"
+    port: int = 0
+    router_url: str | None = None  # None: fixed role (below)
+    router_token: str | None = None
+    # node name -> that node's agent URL (the service's backends)
+    peers: dict[str, str] = field(default_factory=dict)
+    fixed_role: Role | None = None
+    init_roots: bool = False
+    ssl_context: Any = None
+    client_ssl: Any = None
+
+
+class Agent:
+    def __init__(self, config: ReplicationConfig, options: AgentOptions) -> None:
+        self.config = config
+        self.opts = options
+        self.node = options.node
+        self.token = config.secret()
+        self.metrics = AgentMetrics()
+        self.tracker = RoleTracker(options.node)
+        self.sources: dict[str, RootSource] = {}
+        self.sinks: dict[str, RootSink] = {}
+        self._role_tasks: list[asyncio.Task[None]] = []
+        self._main_tasks: list[asyncio.Task[None]] = []
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._role_lock = asyncio.Lock()
+        self.max_epoch = 0
+        self.port = 0
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> int:
+        """Bind the listener, start the role loop; return the bound port."""
+        if threading.current_thread() is threading.main_thread():
+            # A writer opening a file in the instant we hold a read lease sends SIGIO,
+            # whose default action would kill the agent.
+            signal.signal(signal.SIGIO, signal.SIG_IGN)
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, connect=5, sock_read=90),
+            connector=aiohttp.TCPConnector(limit=64, ssl=self.opts.client_ssl),
+        )
+        app = web.Application(middlewares=[self._auth], client_max_size=16 << 20)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/v1/status", self._status)
+        app.router.add_get("/v1/roots/{root}/manifest", self._root(RootSource.manifest))
+        app.router.add_get("/v1/roots/{root}/changes", self._root(RootSource.changes))
+        app.router.add_get("/v1/roots/{root}/head", self._root(RootSource.head))
+        app.router.add_get("/v1/roots/{root}/file", self._root(RootSource.file))
+        app.router.add_post("/v1/roots/{root}/bundle", self._root(RootSource.bundle))
+        app.router.add_post("/v1/actions/final-sync", self._final_sync)
+        app.router.add_post("/v1/actions/stop-app", self._stop_app)
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.opts.host, self.opts.port, ssl_context=self.opts.ssl_context)
+        await site.start()
+        self.port = int(self._runner.addresses[-1][1])
+        if self.opts.fixed_role is not None:
+            await self._apply(RoleChange(self.tracker.role, self.opts.fixed_role))
+            self.tracker.role = self.opts.fixed_role
+        else:
+            self._main_tasks.append(asyncio.create_task(self._role_loop(), name=f"agent-{self.node}-role"))
+        log.info("agent %s listening on %s:%d", self.node, self.opts.host, self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        # 1. stop asking the router, 2. stop the roots' tasks, 3. close the listener,
+        # 4. close the client session and the roots' state.
+        await _cancel_all(self._main_tasks)
+        await self._stop_role()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
+
+    async def _stop_role(self) -> None:
+        await _cancel_all(self._role_tasks)
+        for sink in self.sinks.values():
+            sink.close()
+        self.sinks.clear()
+        self.sources.clear()
+
+    # -- role ---------------------------------------------------------------------------
+
+    async def _role_loop(self) -> None:
+        assert self._session is not None and self.opts.router_url is not None
+        url = f"{self.opts.router_url.rstrip('/')}/v1/status"
+        headers = {"Authorization": f"Bearer {self.opts.router_token}"} if self.opts.router_token else {}
+        while True:
+            try:
+                async with self._session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=5)) as r:
+                    body = await r.json(content_type=None) if r.status == 200 else None
+                    if body is None:
+                        raise aiohttp.ClientError(f"router answered {r.status}")
+                change = self.tracker.observe(body, time.time())
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                was_ok = self.tracker.router_ok or self.tracker.unreachable_since is None
+                self.tracker.router_failed(f"{type(exc).__name__}: {exc}", time.time())
+                if was_ok:
+                    log.warning("agent %s: router %s unreachable (%s); keeping role %s",
+                                self.node, url, exc, self.tracker.role.kind)
+                change = None
+            self.metrics.router_reachable.set(1 if self.tracker.router_ok else 0)
+            self.max_epoch = max(self.max_epoch, self.tracker.role.epoch)
+            if change is not None:
+                await self._apply(change)
+            await asyncio.sleep(self.config.role_interval)
+
+    async def _apply(self, change: RoleChange) -> None:
+        async with self._role_lock:
+            new = change.new
+            log.info("agent %s: role %s -> %s (service %s, active %s, epoch %d)",
+                     self.node, change.old.kind, new.kind, new.service, new.active, new.epoch)
+            await self._stop_role()
+            self.max_epoch = max(self.max_epoch, new.epoch)
+            self.metrics.is_source.set(1 if new.kind == "source" else 0)
+            if new.kind == "source":
+                self._start_sources(new)
+            elif new.kind == "sink":
+                self._start_sinks(new, change.reversal)
+
+    def _start_sources(self, role: Role) -> None:
+        c = self.config
+        for r in c.roots:
+            root = r.path_for(self.node)
+            src = RootSource(r.name, root, marker=c.marker_file, exclude=r.exclude, quiet=c.quiet_period,
+                             rescan_interval=c.rescan_interval, bundle_file_max=c.bundle_file_max)
+            src.ensure_marker(self.opts.init_roots)
+            if root.is_dir():
+                st = SyncState(root)
+                st.put("role", "source")
+                st.put("epoch", str(role.epoch))
+                st.close()
+            self.sources[r.name] = src
+            self._role_tasks.append(asyncio.create_task(src.run(), name=f"agent-{self.node}-source-{r.name}"))
+
+    def _start_sinks(self, role: Role, reversal: bool) -> None:
+        assert self._session is not None
+        url = self.opts.peers.get(role.active or "")
+        if url is None:
+            log.error("agent %s: no agent URL for active node %r; cannot mirror", self.node, role.active)
+            return
+        c = self.config
+        for r in c.roots:
+            root = r.path_for(self.node)
+            settings = SinkSettings(
+                marker=c.marker_file, exclude=tuple(r.exclude), transfers=c.transfers,
+                bundle_file_max=c.bundle_file_max, max_delete_share=c.max_delete_share,
+                max_delete_free=c.max_delete_free, reconcile_interval=c.reconcile_interval,
+                trash_retention=c.trash_retention,
+            )
+            sink = RootSink(r.name, root, url, self.token, self._session, settings, self.metrics,
+                            epoch=role.epoch)
+            sink.former_active = reversal or sink.state.get("role") == "source"
+            if sink.former_active:
+                log.warning("agent %s: root %s was served by this node before; files changed here "
+                            "since its last sync go to quarantine/epoch-%d", self.node, r.name, role.epoch)
+            self.sinks[r.name] = sink
+            self._role_tasks.append(asyncio.create_task(sink.run(), name=f"agent-{self.node}-sink-{r.name}"))
+
+    # -- HTTP ---------------------------------------------------------------------------
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path == "/metrics":
+            return await handler(request)
+        given = request.headers.get("Authorization", "")
+        expected = f"Bearer {self.token}"
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            what = "missing" if not given else "wrong"
+            return web.json_response(
+                {"error": f"{what} bearer token; every agent call needs 'Authorization: Bearer "
+                          "<replication token>'"}, status=401)
+        return await handler(request)
+
+    def _root(self, method: Callable[[RootSource, web.Request], Awaitable[web.StreamResponse]]) -> Handler:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            name = request.match_info["root"]
+            src = self.sources.get(name)
+            if src is None:
+                if any(r.name == name for r in self.config.roots):
+                    return web.json_response(
+                        {"error": f"node {self.node} is not serving root {name} (role "
+                                  f"{self.tracker.role.kind}); ask the active node's agent"}, status=409)
+                return web.json_response({"error": f"no root named {name!r}"}, status=404)
+            return await method(src, request)
+
+        return handler
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        for name, sink in self.sinks.items():
+            self.metrics.lag.labels(name).set(sink.fresh.lag(time.time()))
+        return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    def status(self) -> dict[str, Any]:
+        t = self.tracker
+        roots = [s.status() for s in self.sources.values()] + [s.status() for s in self.sinks.values()]
+        return {
+            "node": self.node, "role": t.role.kind, "service": t.role.service, "active": t.role.active,
+            "epoch": t.role.epoch,
+            "router": {"ok": t.router_ok or self.opts.fixed_role is not None, "error": t.router_error,
+                       "unreachable_since": t.unreachable_since},
+            "roots": roots,
+        }
+
+    async def _status(self, request: web.Request) -> web.Response:
+        return web.json_response(self.status())
+
+    async def _action_body(self, request: web.Request) -> dict[str, Any] | web.Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("epoch"), int):
+            return web.json_response(
+                {"ok": False, "error": 'expected JSON {"service": S, "epoch": N, "node": B}'}, status=400)
+        if body["epoch"] < self.max_epoch:
+            return web.json_response(
+                {"ok": False, "error": f"stale epoch {body['epoch']}; this agent has seen epoch {self.max_epoch}"},
+                status=409)
+        self.max_epoch = body["epoch"]
+        return body
+
+    async def _final_sync(self, request: web.Request) -> web.Response:
+        body = await self._action_body(request)
+        if isinstance(body, web.Response):
+            return body
+        timeout = float(body.get("timeout", 300))
+        if self.sources and not body.get("forwarded"):
+            return await self._forward_final_sync(body)
+        if not self.sinks:
+            return web.json_response(
+                {"ok": False, "error": f"node {self.node} is neither serving nor mirroring (role "
+                                       f"{self.tracker.role.kind})"}, status=409)
+        started = time.monotonic()
+        results: dict[str, Any] = {}
+        for name, sink in self.sinks.items():
+            try:
+                run_id, head = await sink.source_head()
+            except Exception as exc:
+                return web.json_response({"ok": False, "error": f"root {name}: {exc}"}, status=502)
+            if run_id != sink.run_id:
+                sink.request_reconcile()
+            left = max(0.0, timeout - (time.monotonic() - started))
+            ok = await _wait(lambda s=sink, r=run_id, h=head: s.run_id == r and s._caught_up(h), left)  # type: ignore[misc]
+            results[name] = {"seq": head, "in_sync": ok, **({"error": sink.fresh.refused or sink.fresh.error} if not ok else {})}
+            if not ok:
+                return web.json_response({"ok": False, "node": self.node, "roots": results,
+                                          "error": f"root {name} not in sync after {timeout:.0f}s"}, status=504)
+        return web.json_response({"ok": True, "node": self.node, "roots": results,
+                                  "seconds": round(time.monotonic() - started, 3)})
+
+    async def _forward_final_sync(self, body: dict[str, Any]) -> web.Response:
+        assert self._session is not None
+        out: dict[str, Any] = {}
+        ok = True
+        for node, url in self.opts.peers.items():
+            if node == self.node:
+                continue
+            try:
+                async with self._session.post(f"{url}/v1/actions/final-sync", json={**body, "forwarded": True},
+                                              headers={"Authorization": f"Bearer {self.token}"}) as r:
+                    out[node] = await r.json(content_type=None)
+                    ok = ok and r.status == 200
+            except aiohttp.ClientError as exc:
+                out[node] = {"ok": False, "error": str(exc)}
+                ok = False
+        return web.json_response({"ok": ok, "node": self.node, "spares": out}, status=200 if ok else 504)
+
+    async def _stop_app(self, request: web.Request) -> web.Response:
+        body = await self._action_body(request)
+        if isinstance(body, web.Response):
+            return body
+        argv = self.config.stop_command(self.node)
+        if not argv:
+            return web.json_response(
+                {"ok": False, "error": f"replication.app_stop is not configured for node {self.node}"}, status=409)
+        env = {**os.environ, "HOTSPARE_EPOCH": str(body["epoch"]), "HOTSPARE_NODE": self.node,
+               "HOTSPARE_SERVICE": str(body.get("service", ""))}
+        started = time.monotonic()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        except OSError as exc:
+            return web.json_response({"ok": False, "error": f"cannot run {argv[0]!r}: {exc.strerror}"}, status=500)
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), self.config.app_stop_timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            return web.json_response(
+                {"ok": False, "error": f"app_stop did not finish in {self.config.app_stop_timeout:.0f}s; killed"},
+                status=504)
+        tail = out.decode(errors="replace")[-2000:]
+        ok = proc.returncode == 0
+        return web.json_response(
+            {"ok": ok, "node": self.node, "exit_code": proc.returncode, "output": tail,
+             "seconds": round(time.monotonic() - started, 3)}, status=200 if ok else 500)
+
+
+async def _wait(cond: Callable[[], bool], limit: float) -> bool:
+    deadline = time.monotonic() + limit
+    while not cond():
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.05)  # a condition of the sink's progress, not a test wait
+    return True
+
+
+async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    for t in tasks:
+        t.cancel()
+    for t in tasks:
+        try:
+            await t
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if me is not None and me.cancelling():
+                raise  # we are being cancelled ourselves: let it propagate
+        except Exception:
+            log.exception("task %s failed", t.get_name())
+    tasks.clear()
+
+
+def root_paths(config: ReplicationConfig, node: str) -> dict[str, Path]:
+    return {r.name: r.path_for(node) for r in config.roots}

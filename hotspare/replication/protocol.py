@@ -1,0 +1,64 @@
+"""The agent's wire format, in one place (documented in docs/replication.md).
+
+- Paths: percent-encoded bytes (:mod:`hotspare.replication.paths`).
+- An entry in JSON: ``{"p": path, "s": size, "m": mtime_ns, "o": mode}`` plus
+  ``"l": link target`` (percent-encoded) for a link; a deletion in the feed is
+  ``{"p": path, "del": true}``.
+- ``GET /v1/roots/{root}/file?path=P`` answers the file's bytes followed by a 36-byte
+  trailer: ``HSOK`` + the SHA-256 of the whole file, or ``HSCH`` + 32 zero bytes when
+  the file changed while it was read (the receiver discards it). A trailer inside the
+  body (rather than an HTTP trailer, which aiohttp cannot read) lets the source hash
+  while it streams: no second read. ``Range: bytes=N-`` resumes; the digest still
+  covers the whole file.
+- ``POST /v1/roots/{root}/bundle`` with ``{"paths": [...]}`` streams many small files:
+  per file a JSON line ``{"p", "st", "s", "m", "o"}`` (``st``: ok, missing, busy,
+  unsafe, large), and for ``ok`` exactly ``s`` bytes then the 32-byte SHA-256.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .paths import decode_wire, encode_wire
+from .planner import Entry
+
+TRAILER_OK = b"HSOK"
+TRAILER_CHANGED = b"HSCH"
+TRAILER_LEN = 36
+H_SIZE = "X-Hotspare-Size"
+H_MTIME = "X-Hotspare-Mtime-Ns"
+H_MODE = "X-Hotspare-Mode"
+
+
+class ProtocolError(Exception):
+    """The peer answered something this agent cannot use; the message says what."""
+
+
+def entry_json(path: str, entry: Entry | None) -> dict[str, Any]:
+    if entry is None:
+        return {"p": encode_wire(path), "del": True}
+    out: dict[str, Any] = {"p": encode_wire(path), "s": entry.size, "m": entry.mtime_ns, "o": entry.mode}
+    if entry.link is not None:
+        out["l"] = encode_wire(entry.link)
+    return out
+
+
+def parse_entry(obj: Any) -> tuple[str, Entry | None]:
+    """Inverse of :func:`entry_json`. Raises UnsafePath for a bad path, ProtocolError
+    for a malformed object."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("p"), str):
+        raise ProtocolError(f"expected an entry object with a 'p' string, got {obj!r:.100}")
+    path = decode_wire(obj["p"])
+    if obj.get("del"):
+        return path, None
+    try:
+        size, mtime, mode = int(obj["s"]), int(obj["m"]), int(obj["o"])
+    except (KeyError, TypeError, ValueError):
+        raise ProtocolError(f"entry {obj['p']!r}: expected integer s, m, o") from None
+    link = obj.get("l")
+    if link is not None:
+        import os
+        from urllib.parse import unquote_to_bytes
+
+        link = os.fsdecode(unquote_to_bytes(str(link)))
+    return path, Entry(size, mtime, mode, link)

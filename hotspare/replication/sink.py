@@ -1,0 +1,564 @@
+"""Sink side of one root: reconcile against the source's manifest, then follow its
+change feed; transfer files in parallel and place them atomically.
+
+Rules:
+
+1. Every decision comes from the planner; this module only fetches manifests, runs the
+   plan's actions and records what it applied in the sync point.
+2. A file is received into a temp file beside its target, checked against the source's
+   SHA-256, flushed, and renamed into place with the source's mtime and mode. Small
+   files travel in bundles and are flushed together (one ``syncfs`` per bundle).
+3. A large file's temp name is derived from (path, size, mtime): a sink killed during
+   the transfer resumes it with ``Range`` after a restart; other temp files are removed.
+4. A file the source reports busy (still being written) or changed is left pending: the
+   feed brings it again when it is closed.
+5. The feed is followed from the manifest's sequence number; a ``reset`` (the source
+   restarted, or we fell too far behind) means a fresh reconcile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from . import fileio
+from .metrics import AgentMetrics
+from .paths import TMP_PREFIX, UnsafePath, encode_wire
+from .planner import (
+    Chmod,
+    Copy,
+    Delete,
+    Entry,
+    Move,
+    Plan,
+    Policy,
+    Quarantine,
+    Skip,
+    plan,
+)
+from .protocol import (
+    H_MODE,
+    H_MTIME,
+    H_SIZE,
+    TRAILER_LEN,
+    TRAILER_OK,
+    ProtocolError,
+    parse_entry,
+)
+from .syncstate import SyncState
+
+log = logging.getLogger("hotspare.replication.sink")
+
+__all__ = ["Freshness", "RootSink", "SinkSettings", "TransferFailed"]
+
+
+class TransferFailed(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SinkSettings:
+    marker: str = ".hotspare-root"
+    exclude: tuple[str, ...] = ()
+    transfers: int = 4
+    bundle_file_max: int = 1 << 20
+    max_delete_share: float = 0.5
+    max_delete_free: int = 10
+    reconcile_interval: float = 300.0
+    trash_retention: float = 7 * 86400.0
+    feed_wait: float = 20.0
+
+
+@dataclass
+class Freshness:
+    """What the status endpoint and metrics say about one replica root."""
+
+    in_sync: bool = False
+    pending: int = 0
+    last_applied_at: float | None = None
+    last_reconcile_at: float | None = None
+    oldest_pending_at: float | None = None
+    source_seq: int = 0
+    applied_seq: int = 0
+    refused: str | None = None
+    error: str | None = None
+    quarantined: int = 0
+    _waiters: list[tuple[int, asyncio.Future[None]]] = field(default_factory=list)
+
+    def lag(self, now: float) -> float:
+        if self.oldest_pending_at is None:
+            return 0.0
+        return max(0.0, now - self.oldest_pending_at)
+
+
+def _tag(path: str, e: Entry) -> str:
+    h = hashlib.sha256(f"{encode_wire(path)}\0{e.size}\0{e.mtime_ns}".encode()).hexdigest()
+    return f"r{h[:24]}"
+
+
+class RootSink:
+    def __init__(
+        self, name: str, root: Path, source_url: str, token: str, session: aiohttp.ClientSession,
+        settings: SinkSettings, metrics: AgentMetrics | None = None,
+        former_active: bool = False, epoch: int = 0,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.root = root
+        self.url = f"{source_url.rstrip('/')}/v1/roots/{name}"
+        self.headers = {"Authorization": f"Bearer {token}"}
+        self.session = session
+        self.settings = settings
+        self.metrics = metrics
+        self.former_active = former_active
+        self.epoch = epoch
+        self.progress = progress  # (files, bytes) callback for `hotspare sync`
+        root.mkdir(parents=True, exist_ok=True)
+        self.state = SyncState(root)
+        self.writer = fileio.ReplicaWriter(root)
+        self.fresh = Freshness()
+        self.run_id = ""
+        self.seq = 0
+        self._sem = asyncio.Semaphore(settings.transfers)
+        self._reconcile_now = asyncio.Event()
+        self.on_plan: Callable[[Plan], None] | None = None
+
+    def close(self) -> None:
+        self.state.close()
+
+    # -- main loop ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Reconcile, then follow the feed; reconcile again on a timer or a reset."""
+        backoff = 0.5
+        while True:
+            try:
+                await self.reconcile()
+                backoff = 0.5
+                await self._follow()
+            except (aiohttp.ClientError, TransferFailed, ProtocolError, OSError, TimeoutError) as exc:
+                self.fresh.error = f"{type(exc).__name__}: {exc}"
+                self.fresh.in_sync = False
+                self._count_error()
+                log.warning("root %s: %s; retrying in %.1fs", self.name, self.fresh.error, backoff)
+                self._publish()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+            except (UnsafePath, ValueError, KeyError) as exc:
+                self.fresh.error = f"{type(exc).__name__}: {exc}"
+                self._count_error()
+                log.exception("root %s: unexpected error; retrying in %.1fs", self.name, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    async def _follow(self) -> None:
+        next_reconcile = time.monotonic() + self.settings.reconcile_interval
+        while True:
+            left = next_reconcile - time.monotonic()
+            if left <= 0 or self._reconcile_now.is_set():
+                return
+            params = {"since": str(self.seq), "run": self.run_id, "wait": f"{min(left, self.settings.feed_wait):.1f}"}
+            async with self.session.get(f"{self.url}/changes", params=params, headers=self.headers) as resp:
+                body = await self._json(resp)
+            if body.get("reset"):
+                log.info("root %s: source feed reset (source restarted?); reconciling", self.name)
+                return
+            changes = body.get("changes") or []
+            self.fresh.source_seq = int(body.get("head", body.get("seq", self.seq)))
+            if changes:
+                await self._apply_changes(changes)
+            self.seq = int(body["seq"])
+            self.fresh.applied_seq = self.seq
+            self._settle_waiters()
+            self._publish()
+
+    async def _apply_changes(self, changes: list[dict[str, Any]]) -> None:
+        want: dict[str, Entry | None] = {}
+        oldest = None
+        for c in changes:
+            try:
+                path, entry = parse_entry(c)
+            except UnsafePath as exc:
+                log.error("root %s: source sent an unsafe path, ignored: %s", self.name, exc)
+                continue
+            want[path] = entry
+            at = float(c.get("at") or time.time())
+            oldest = at if oldest is None else min(oldest, at)
+        self.fresh.pending = len(want)
+        self.fresh.oldest_pending_at = oldest
+        self.fresh.in_sync = False
+        self._publish()
+        replica = await asyncio.to_thread(
+            lambda: {p: e for p in want if (e := self.writer.stat(p)) is not None}
+        )
+        synced = await asyncio.to_thread(self.state.synced)
+        source = {p: e for p, e in want.items() if e is not None}
+        total = len(synced) if synced is not None else len(replica)
+        p = plan(source, replica, synced, self._policy(), scope=want.keys(), replica_total=total)
+        failures = await self.execute(p)
+        self.fresh.pending = failures
+        if failures == 0:
+            self.fresh.oldest_pending_at = None
+            self.fresh.in_sync = p.refused is None
+        self.fresh.last_applied_at = time.time()
+
+    def _policy(self) -> Policy:
+        return Policy(
+            max_delete_share=self.settings.max_delete_share,
+            max_delete_free=self.settings.max_delete_free,
+            former_active=self.former_active,
+            quarantine_tag=f"epoch-{self.epoch}",
+        )
+
+    def request_reconcile(self) -> None:
+        self._reconcile_now.set()
+
+    async def reconcile(self) -> Plan:
+        """One full pass: manifest against replica; returns the plan it ran."""
+        self._reconcile_now.clear()
+        run_id, seq, source = await self.fetch_manifest()
+        replica = await asyncio.to_thread(fileio.scan, self.root, self.settings.marker, list(self.settings.exclude))
+        synced = await asyncio.to_thread(self.state.synced)
+        p = plan(source, replica, synced, self._policy())
+        if self.on_plan is not None:
+            self.on_plan(p)
+        keep = {_tag(c.path, c.entry) for c in p.copies if c.entry.size > self.settings.bundle_file_max}
+        await asyncio.to_thread(fileio.remove_stale_tmp, self.root, lambda n: n[len(TMP_PREFIX):] in keep)
+        n_work = len(p.actions)
+        self.fresh.pending = n_work
+        if n_work:
+            self.fresh.oldest_pending_at = self.fresh.oldest_pending_at or time.time()
+        self._publish()
+        log.info("root %s: reconcile: %s%s", self.name,
+                 ", ".join(f"{k} {v}" for k, v in p.counts.items() if v) or "nothing to do",
+                 f"; {p.refused}" if p.refused else "")
+        failures = await self.execute(p)
+        now = time.time()
+        self.run_id, self.seq = run_id, seq
+        self.fresh.source_seq = max(self.fresh.source_seq, seq)
+        self.fresh.applied_seq = seq
+        self.fresh.pending = failures
+        self.fresh.refused = str(p.refused) if p.refused else None
+        self.fresh.in_sync = failures == 0 and p.refused is None
+        if failures == 0:
+            self.fresh.oldest_pending_at = None
+        self.fresh.last_reconcile_at = now
+        self.fresh.error = None
+        if failures == 0 and p.refused is None:
+            # The first clean pass closes a role reversal and starts the sync point.
+            replica_now = await asyncio.to_thread(
+                fileio.scan, self.root, self.settings.marker, list(self.settings.exclude))
+            await asyncio.to_thread(self._reset_synced, source, replica_now)
+            self.former_active = False
+            marker = self.root / self.settings.marker
+            if not marker.exists():
+                await asyncio.to_thread(marker.write_text, "hotspare replication root\n")
+        await asyncio.to_thread(fileio.purge_trash, self.root, self.settings.trash_retention)
+        if self.metrics:
+            self.metrics.last_reconcile.labels(self.name).set(now)
+        self._settle_waiters()
+        self._publish()
+        return p
+
+    def _reset_synced(self, source: dict[str, Entry], replica: dict[str, Entry]) -> None:
+        synced = self.state.synced() or {}
+        same = [(p, replica[p]) for p, e in source.items() if p in replica and replica[p].same_content(e)]
+        gone = [(p, None) for p in synced if p not in replica]
+        self.state.update([*gone, *same])
+        self.state.put("synced_once", "1")
+        self.state.put("role", "sink")
+
+    async def fetch_manifest(self) -> tuple[str, int, dict[str, Entry]]:
+        async with self.session.get(f"{self.url}/manifest", headers=self.headers) as resp:
+            if resp.status != 200:
+                await self._json(resp)  # raises with the source's message
+            first = await resp.content.readline()
+            try:
+                head = json.loads(first)
+                run_id, seq = str(head["run_id"]), int(head["seq"])
+            except (ValueError, KeyError, TypeError):
+                raise ProtocolError(f"manifest of {self.name}: bad first line {first[:100]!r}") from None
+            out: dict[str, Entry] = {}
+            async for line in resp.content:
+                if not line.strip():
+                    continue
+                try:
+                    path, entry = parse_entry(json.loads(line))
+                except UnsafePath as exc:
+                    log.error("root %s: manifest lists an unsafe path, ignored: %s", self.name, exc)
+                    continue
+                if entry is not None:
+                    out[path] = entry
+        return run_id, seq, out
+
+    # -- running a plan ---------------------------------------------------------------
+
+    async def execute(self, p: Plan) -> int:
+        """Run a plan's actions; return how many could not be applied yet."""
+        failures = 0
+        applied: list[tuple[str, Entry | None]] = []
+        if p.refused is not None:
+            log.error("root %s: %s", self.name, p.refused)
+            if self.metrics:
+                self.metrics.deletes_refused.labels(self.name).inc()
+        small: list[Copy] = []
+        large: list[Copy] = []
+        for a in p.actions:
+            if isinstance(a, Skip):
+                log.error("root %s: skipped %s: %s", self.name, encode_wire(a.path), a.reason)
+            elif isinstance(a, Quarantine):
+                dest = await asyncio.to_thread(self.writer.set_aside, a.path, f"quarantine/{a.tag}")
+                if dest is not None:
+                    log.warning("root %s: quarantined local file %s -> %s", self.name, encode_wire(a.path), dest)
+                    self.fresh.quarantined += 1
+                    if self.metrics:
+                        self.metrics.quarantined.labels(self.name).inc()
+                applied.append((a.path, None))
+            elif isinstance(a, Move):
+                try:
+                    await asyncio.to_thread(self.writer.move, a.src, a.dst)
+                    await asyncio.to_thread(self.writer.place_meta, a.dst, a.entry)
+                    applied += [(a.src, None), (a.dst, a.entry)]
+                except (OSError, UnsafePath):
+                    large.append(Copy(a.dst, a.entry)) if a.entry.size > self.settings.bundle_file_max else small.append(Copy(a.dst, a.entry))
+            elif isinstance(a, Copy):
+                if a.entry.link is not None:
+                    await asyncio.to_thread(self.writer.place_link, a.path, a.entry)
+                    applied.append((a.path, a.entry))
+                elif a.entry.size > self.settings.bundle_file_max:
+                    large.append(a)
+                else:
+                    small.append(a)
+            elif isinstance(a, Chmod):
+                with contextlib.suppress(OSError):
+                    await asyncio.to_thread(self.writer.chmod, a.path, a.mode)
+            elif isinstance(a, Delete):
+                pass  # after the copies, below
+        await asyncio.to_thread(self.state.update, applied)
+
+        async def guarded(coro: Any) -> int:
+            async with self._sem:
+                return int(await coro)
+
+        jobs = [self._bundle(batch) for batch in _batches(small)]
+        jobs += [self._large(c) for c in large]
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(guarded(j), name=f"sink-transfer-{self.name}") for j in jobs]
+        failures += sum(t.result() for t in tasks)
+
+        deleted: list[tuple[str, Entry | None]] = []
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        for a in p.actions:
+            if isinstance(a, Delete):
+                await asyncio.to_thread(self.writer.set_aside, a.path, f"trash/{day}")
+                deleted.append((a.path, None))
+        if deleted:
+            await asyncio.to_thread(self.state.update, deleted)
+        return failures
+
+    async def _bundle(self, copies: Sequence[Copy]) -> int:
+        """Fetch and place a batch of small files; return how many are still pending."""
+        body = {"paths": [encode_wire(c.path) for c in copies]}
+        tag = f"b{os.getpid()}-{id(copies):x}"
+        got: list[tuple[str, Entry, str]] = []
+        pending = 0
+        nbytes = 0
+        async with self.session.post(f"{self.url}/bundle", json=body, headers=self.headers) as resp:
+            if resp.status != 200:
+                await self._json(resp)
+            for i, c in enumerate(copies):
+                line = await resp.content.readline()
+                try:
+                    head = json.loads(line)
+                except ValueError:
+                    raise ProtocolError(f"bundle of {self.name}: bad header {line[:100]!r}") from None
+                if head.get("st") != "ok":
+                    if head.get("st") == "large":
+                        pending += await self._large(c)
+                    elif head.get("st") != "missing":
+                        pending += 1
+                    continue
+                size = int(head["s"])
+                data = await resp.content.readexactly(size)
+                digest = await resp.content.readexactly(32)
+                if hashlib.sha256(data).digest() != digest:
+                    raise TransferFailed(f"{encode_wire(c.path)}: digest mismatch in bundle")
+                entry = Entry(size, int(head["m"]), int(head["o"]))
+                ftag = f"{tag}-{i}"
+                await asyncio.to_thread(self._write_tmp, c.path, ftag, data)
+                got.append((c.path, entry, ftag))
+                nbytes += size
+        if got:
+            await asyncio.to_thread(self._place_batch, got)
+            self._count(len(got), nbytes)
+        return pending
+
+    def _write_tmp(self, path: str, tag: str, data: bytes) -> None:
+        fd, _ = self.writer.open_tmp(path, tag)
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+        finally:
+            os.close(fd)
+
+    def _place_batch(self, got: list[tuple[str, Entry, str]]) -> None:
+        self.writer.flush()  # one syncfs for the whole batch, before any rename
+        for path, entry, tag in got:
+            self.writer.place(path, tag, entry, fsync=False)
+        self.state.update([(p, e) for p, e, _ in got])
+
+    async def _large(self, c: Copy) -> int:
+        """Fetch one large file, resuming a temp file left by an earlier run."""
+        tag = _tag(c.path, c.entry)
+        fd, have = await asyncio.to_thread(self.writer.open_tmp, c.path, tag, True)
+        try:
+            digest = hashlib.sha256()
+            if have:
+                await asyncio.to_thread(_hash_fd, fd, have, digest)
+            headers = dict(self.headers)
+            if have:
+                headers["Range"] = f"bytes={have}-"
+            async with self.session.get(
+                f"{self.url}/file", params={"path": encode_wire(c.path)}, headers=headers
+            ) as resp:
+                if resp.status in (404, 409):
+                    return 0 if resp.status == 404 else 1
+                if resp.status == 416:
+                    os.ftruncate(fd, 0)
+                    return 1
+                if resp.status not in (200, 206):
+                    await self._json(resp)
+                if resp.status == 200 and have:
+                    os.ftruncate(fd, 0)
+                    os.lseek(fd, 0, os.SEEK_SET)
+                    digest = hashlib.sha256()
+                    have = 0
+                size = int(resp.headers[H_SIZE])
+                entry = Entry(size, int(resp.headers[H_MTIME]), int(resp.headers[H_MODE]))
+                if entry.size != c.entry.size or entry.mtime_ns != c.entry.mtime_ns:
+                    # A newer version than planned: start a fresh temp file next time.
+                    return 1
+                left = size - have
+                buf: list[bytes] = []
+                nbuf = 0
+                while left > 0:
+                    chunk = await resp.content.read(min(left, 1 << 20))
+                    if not chunk:
+                        raise TransferFailed(f"{encode_wire(c.path)}: connection closed mid-file")
+                    left -= len(chunk)
+                    buf.append(chunk)
+                    nbuf += len(chunk)
+                    if nbuf >= 8 << 20:
+                        await asyncio.to_thread(_write_hash, fd, buf, digest)
+                        buf, nbuf = [], 0
+                if buf:
+                    await asyncio.to_thread(_write_hash, fd, buf, digest)
+                trailer = await resp.content.readexactly(TRAILER_LEN)
+        finally:
+            os.close(fd)
+        if trailer[:4] != TRAILER_OK:
+            self.writer.discard_tmp(c.path, tag)
+            return 1
+        if trailer[4:] != digest.digest():
+            self.writer.discard_tmp(c.path, tag)
+            raise TransferFailed(f"{encode_wire(c.path)}: SHA-256 mismatch; temp file discarded")
+        await asyncio.to_thread(self.writer.place, c.path, tag, entry, True)
+        await asyncio.to_thread(self.state.update, [(c.path, entry)])
+        self._count(1, size)
+        return 0
+
+    # -- bookkeeping --------------------------------------------------------------------
+
+    def _count(self, files: int, nbytes: int) -> None:
+        if self.metrics:
+            self.metrics.files.labels(self.name).inc(files)
+            self.metrics.bytes.labels(self.name).inc(nbytes)
+        if self.progress:
+            self.progress(files, nbytes)
+
+    def _count_error(self) -> None:
+        if self.metrics:
+            self.metrics.errors.labels(self.name).inc()
+
+    def _publish(self) -> None:
+        if self.metrics:
+            self.metrics.lag.labels(self.name).set(self.fresh.lag(time.time()))
+            self.metrics.pending.labels(self.name).set(self.fresh.pending)
+            self.metrics.in_sync.labels(self.name).set(1 if self.fresh.in_sync else 0)
+
+    def _caught_up(self, head: int) -> bool:
+        return self.seq >= head and self.fresh.pending == 0 and self.fresh.refused is None
+
+    def _settle_waiters(self) -> None:
+        for h, fut in self.fresh._waiters:
+            if not fut.done() and self._caught_up(h):
+                fut.set_result(None)
+
+    async def source_head(self) -> tuple[str, int]:
+        """Ask the source for its current feed position (after a rescan)."""
+        async with self.session.get(f"{self.url}/head", headers=self.headers) as resp:
+            body = await self._json(resp)
+        return str(body["run_id"]), int(body["seq"])
+
+    async def _json(self, resp: aiohttp.ClientResponse) -> dict[str, Any]:
+        try:
+            body = await resp.json(content_type=None)
+        except (ValueError, aiohttp.ContentTypeError):
+            body = None
+        if resp.status != 200 or not isinstance(body, dict):
+            msg = body.get("error") if isinstance(body, dict) else None
+            raise TransferFailed(f"source answered {resp.status} for {resp.url.path}: {msg or 'no details'}")
+        return body
+
+    def status(self) -> dict[str, object]:
+        f = self.fresh
+        return {
+            "name": self.name, "role": "sink", "path": str(self.root), "source": self.url,
+            "in_sync": f.in_sync, "pending": f.pending, "lag_seconds": round(f.lag(time.time()), 3),
+            "last_applied_at": f.last_applied_at, "last_reconcile_at": f.last_reconcile_at,
+            "source_seq": f.source_seq, "applied_seq": f.applied_seq, "deletes_refused": f.refused,
+            "error": f.error, "quarantined": f.quarantined,
+        }
+
+
+def _batches(copies: list[Copy], max_files: int = 400, max_bytes: int = 16 << 20) -> list[list[Copy]]:
+    out: list[list[Copy]] = []
+    cur: list[Copy] = []
+    nbytes = 0
+    for c in copies:
+        if cur and (len(cur) >= max_files or nbytes + c.entry.size > max_bytes):
+            out.append(cur)
+            cur, nbytes = [], 0
+        cur.append(c)
+        nbytes += c.entry.size
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _hash_fd(fd: int, length: int, digest: Any) -> None:
+    for chunk in fileio.iter_chunks(fd, 0, length):
+        digest.update(chunk)
+    os.lseek(fd, length, os.SEEK_SET)
+
+
+def _write_hash(fd: int, parts: list[bytes], digest: Any) -> None:
+    for part in parts:
+        digest.update(part)
+        view = memoryview(part)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
