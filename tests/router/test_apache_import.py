@@ -189,3 +189,17 @@ def test_two_active_members_report_the_second_and_vhost_on_two_ports_merges(tmp_
     assert "becomes a spare" in t.untranslated[0].reason
     # Round trip through YAML stays valid.
     assert parse_config(yaml.safe_load(yaml.safe_dump(t.config)), env={}).services[0].name == "x"
+
+
+def test_path_mapping_hotspare_cannot_express_is_reported() -> None:
+    conf = (
+        "Listen 80\n"
+        "ProxyPass /app/ http://127.0.0.1:1/other/\n"  # /app/x -> /other/x: needs prefix stripping
+        "ProxyPass / http://127.0.0.1:2/base/\n"  # /x -> /base/x: a prepended path
+    )
+    t = translate(parse_text(conf, "m.conf"))
+    config = parse_config(t.config, env={})
+    (svc,) = config.services
+    assert (svc.path_prefix, svc.backends[0].url) == ("/", "http://127.0.0.1:2/base/")
+    assert [(u.line, u.directive) for u in t.untranslated] == [(2, "ProxyPass /app/ http://127.0.0.1:1/other/")]
+    assert "cannot strip or replace a prefix" in t.untranslated[0].reason

@@ -146,14 +146,22 @@ class _Translator:
         failover = self._balancer_settings(settings, active, parts.netloc) if parts.scheme == "balancer" else {}
         keys = worker_keys(workers, self.notes)
 
+        local = p.path
+        # hotspare forwards the request path unchanged, after the backend URL's own path
+        # (routes.py: base = origin + url path). httpd replaces the matched prefix with the
+        # target's path. Both agree when the paths are equal, or when the prefix is "/".
+        moved = [w for w in workers if w.path.rstrip("/") != local.rstrip("/")]
+        if moved and local.rstrip("/"):
+            self.notes.append(Untranslated.of(
+                p.directive, f"maps {local} to the different backend path {moved[0].path or '/'}; hotspare "
+                "forwards the path unchanged (it cannot strip or replace a prefix)"))
+            return None
         backends: list[dict[str, Any]] = []
         names: set[str] = set()
-        local = p.path
         for w in workers:
             wp = urlsplit(w.url)
             raw = w.params.get("route") or f"{wp.hostname}-{wp.port or ('443' if wp.scheme in ('https', 'wss') else '80')}"
-            # Apache replaces the matched prefix with the target's path. When they are
-            # the same the path passes unchanged, and the URL carries no path.
+            # Same paths: the URL carries no path. Prefix "/": the target's path is prepended.
             same = w.path.rstrip("/") == local.rstrip("/")
             url = w.origin if same else w.origin + w.path
             b: dict[str, Any] = {"name": _name(raw, names), "url": url}
