@@ -39,7 +39,14 @@ from importlib import resources
 from string import Template
 from typing import Any
 
-__all__ = ["REFRESH_SECONDS", "SPARE_LAG_WARN_SECONDS", "render_status_page", "spare_readiness"]
+__all__ = [
+    "REFRESH_SECONDS",
+    "SPARE_LAG_WARN_SECONDS",
+    "backend_lag",
+    "format_lag",
+    "render_status_page",
+    "spare_readiness",
+]
 
 REFRESH_SECONDS = 2
 # A spare whose files are further behind than this is shown as "behind", not "ready".
@@ -59,7 +66,7 @@ def _fmt_time(ts: object) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
-def _fmt_lag(lag: object) -> str:
+def format_lag(lag: object) -> str:
     if not isinstance(lag, (int, float)) or isinstance(lag, bool):
         return "—"
     if lag < 1:
@@ -69,7 +76,7 @@ def _fmt_lag(lag: object) -> str:
     return f"{lag / 60:.1f} min"
 
 
-def _backend_lag(backend: Mapping[str, Any]) -> float | None:
+def backend_lag(backend: Mapping[str, Any]) -> float | None:
     repl = backend.get("replication")
     if isinstance(repl, Mapping):
         lag = repl.get("lag_seconds")
@@ -99,9 +106,9 @@ def spare_readiness(service: Mapping[str, Any]) -> tuple[str | None, bool, list[
     reasons = []
     if not spare.get("healthy"):
         reasons.append("failing its health checks")
-    lag = _backend_lag(spare)
+    lag = backend_lag(spare)
     if lag is not None and lag > SPARE_LAG_WARN_SECONDS:
-        reasons.append(f"files {_fmt_lag(lag)} behind")
+        reasons.append(f"files {format_lag(lag)} behind")
     return (spare.get("name"), not reasons, reasons)
 
 
@@ -118,7 +125,7 @@ def _backend_rows(service: Mapping[str, Any]) -> str:
         probe_text = _e(probe.get("detail")) if probe else "—"
         if probe and probe.get("at") is not None:
             probe_text += f' <span class="dim">at {_e(_fmt_time(probe.get("at")))}</span>'
-        lag = None if is_active else _backend_lag(b)
+        lag = None if is_active else backend_lag(b)
         rows.append(
             f'<tr class="{"active" if is_active else ""}" data-backend="{_e(b.get("name"))}">'
             f"<td>{_e(b.get('name'))}{' ★' if is_active else ''}</td>"
@@ -126,7 +133,7 @@ def _backend_rows(service: Mapping[str, Any]) -> str:
             f'<td class="{health_cls}">{health}</td>'
             f"<td><code>{_e(b.get('url'))}</code></td>"
             f"<td>{probe_text}</td>"
-            f"<td>{_e(_fmt_lag(lag)) if not is_active else 'source'}</td>"
+            f"<td>{_e(format_lag(lag)) if not is_active else 'source'}</td>"
             "</tr>"
         )
     return "\n".join(rows)

@@ -1,0 +1,1 @@
+"""The demo: application servers like the original, and `hotspare demo`."""
