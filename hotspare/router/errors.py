@@ -27,3 +27,67 @@ class ConfigError(Exception):
 class StateFileError(Exception):
     """The state file exists but cannot be read or trusted. The router stops: a silent
     reset to the first backend could send traffic to a fenced node."""
+
+
+# -- proxying (router core) -------------------------------------------------------------
+#
+# aiohttp and OSError exceptions from the backend side become one of these in ONE place
+# (hotspare.router.upstream.translate). Each carries the status the client is answered
+# with, a short operator-readable ``cause`` and whether the request may have reached the
+# backend (``sent``): the failover layer's replay rules depend on that last bit.
+
+
+class UpstreamError(Exception):
+    """The backend did not give a usable response."""
+
+    status = 502
+    metric_cause = "error"
+    sent = True  # the request may have reached the backend
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(cause)
+        self.cause = cause
+
+
+class UpstreamConnectError(UpstreamError):
+    """No connection to the backend: the request was certainly NOT sent (safe to send to
+    another backend whatever its method). A connect timeout is one too, answered 504."""
+
+    metric_cause = "connect"
+    sent = False
+
+    def __init__(self, cause: str, status: int = 502) -> None:
+        super().__init__(cause)
+        self.status = status
+
+
+class UpstreamResetError(UpstreamError):
+    """The connection broke after the request (or part of it) was sent."""
+
+    metric_cause = "reset"
+
+
+class UpstreamTimeout(UpstreamError):
+    """The backend did not answer (first byte) or stalled (idle) in time."""
+
+    status = 504
+    metric_cause = "timeout"
+
+
+class UpstreamProtocolError(UpstreamError):
+    """The backend's response was malformed or ambiguously framed (CL+TE, duplicate
+    Content-Length): answered 502 and the connection is discarded, never reused."""
+
+    metric_cause = "framing"
+
+
+class RequestBodyTooLarge(Exception):
+    """The client's body is larger than the service's max_body_size (413)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body larger than {limit} bytes")
+        self.limit = limit
+
+
+class ClientGone(Exception):
+    """The client hung up or stalled while we read its body. Never a backend failure."""

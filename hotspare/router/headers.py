@@ -1,0 +1,169 @@
+"""Header rules of a forwarding proxy (RFC 9110 §7.6, RFC 9112 §9.6), both directions.
+
+Rules:
+
+1. Hop-by-hop headers never cross the proxy: Connection, Keep-Alive, Proxy-Connection,
+   TE, Trailer, Transfer-Encoding, Upgrade, Proxy-Authorization, Proxy-Authenticate,
+   and every header NAMED in a Connection header. Framing is the proxy's own business on
+   each side (aiohttp writes Content-Length or chunked itself).
+2. Towards the backend: X-Forwarded-For gets the client address appended,
+   X-Forwarded-Proto and X-Forwarded-Host are set, Via gets "1.1 <via_name>", Host is
+   the client's (or the backend's when preserve_host is off), X-Request-ID is kept when
+   sane or generated, X-Hotspare-Epoch is set from the route (a client's is dropped:
+   only the router speaks for the epoch). Expect is answered by the router itself.
+3. Towards the client: Via added, X-Request-ID echoed, backend URLs in Location,
+   Content-Location and URI rewritten, Set-Cookie Domain/Path mapped (rewrite.py).
+4. The sets here are built once at import; per request there is one pass over the
+   headers and no config walking.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from .rewrite import Rewriter
+
+__all__ = [
+    "HOP_BY_HOP",
+    "connection_tokens",
+    "new_request_id",
+    "request_headers",
+    "response_headers",
+    "sane_request_id",
+]
+
+HOP_BY_HOP: frozenset[str] = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authorization",
+        "proxy-authenticate",
+    }
+)
+
+# Request headers the router consumes itself or must not let a client forge.
+_REQUEST_DROP: frozenset[str] = HOP_BY_HOP | {
+    "expect",
+    "x-hotspare-epoch",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "via",
+    "x-request-id",
+    "host",
+}
+# For a WebSocket the client library writes its own handshake headers.
+_WS_DROP: frozenset[str] = _REQUEST_DROP | {
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+    "sec-websocket-protocol",
+    "sec-websocket-accept",
+}
+_RESPONSE_DROP: frozenset[str] = HOP_BY_HOP | {"x-request-id", "via"}
+_RESPONSE_REWRITTEN: frozenset[str] = frozenset({"location", "content-location", "uri"})
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
+
+
+def new_request_id() -> str:
+    return os.urandom(12).hex()
+
+
+def sane_request_id(value: str | None) -> str:
+    """The client's X-Request-ID if it is short and plain, else a new one (it is logged)."""
+    if value is not None and _REQUEST_ID.fullmatch(value):
+        return value
+    return new_request_id()
+
+
+def connection_tokens(values: Iterable[str]) -> frozenset[str]:
+    """Header names listed in Connection header values, lowercased."""
+    names: set[str] = set()
+    for value in values:
+        for token in value.split(","):
+            token = token.strip().lower()
+            if token:
+                names.add(token)
+    return frozenset(names)
+
+
+def request_headers(
+    src: CIMultiDictProxy[str],
+    *,
+    host: str,
+    peer: str,
+    proto: str,
+    via: str,
+    request_id: str,
+    epoch: int,
+    websocket: bool = False,
+) -> CIMultiDict[str]:
+    """Headers to send to the backend for a client request with headers ``src``.
+
+    ``host`` is the Host to send (the client's, or the backend's host:port); ``via`` is
+    the full Via token such as "1.1 hotspare".
+    """
+    drop = _WS_DROP if websocket else _REQUEST_DROP
+    conn = src.getall("Connection", ())
+    if conn:
+        drop = drop | connection_tokens(conn)
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in src.items():
+        if name.lower() not in drop:
+            out.add(name, value)
+    out["Host"] = host
+    xff = src.getall("X-Forwarded-For", ())
+    out["X-Forwarded-For"] = ", ".join((*xff, peer)) if xff else peer
+    out["X-Forwarded-Proto"] = proto
+    client_host = src.get("Host")
+    if client_host:
+        out["X-Forwarded-Host"] = client_host
+    prior_via = src.getall("Via", ())
+    out["Via"] = ", ".join((*prior_via, via)) if prior_via else via
+    out["X-Request-ID"] = request_id
+    out["X-Hotspare-Epoch"] = str(epoch)
+    return out
+
+
+def response_headers(
+    src: CIMultiDictProxy[str],
+    *,
+    via: str,
+    request_id: str,
+    rewriter: Rewriter,
+    client_origin: str,
+    keep: frozenset[str] = frozenset(),
+) -> CIMultiDict[str]:
+    """Headers to send to the client for a backend response with headers ``src``.
+
+    ``client_origin`` is "scheme://host[:port]" as the client addressed us; ``keep``
+    names hop-by-hop headers to let through anyway (none for plain HTTP).
+    """
+    drop = _RESPONSE_DROP - keep if keep else _RESPONSE_DROP
+    conn = src.getall("Connection", ())
+    if conn:
+        drop = drop | (connection_tokens(conn) - keep)
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in src.items():
+        lname = name.lower()
+        if lname in drop:
+            continue
+        if lname in _RESPONSE_REWRITTEN:
+            value = rewriter.location(value, client_origin)
+        elif lname == "set-cookie" and rewriter.cookies:
+            value = rewriter.set_cookie(value)
+        out.add(name, value)
+    prior_via = src.getall("Via", ())
+    out["Via"] = ", ".join((*prior_via, via)) if prior_via else via
+    out["X-Request-ID"] = request_id
+    return out

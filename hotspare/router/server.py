@@ -1,0 +1,318 @@
+"""``hotspare router -c FILE``: the Router object and the process around it.
+
+Rules:
+
+1. ``Router(config)`` builds nothing that does I/O; ``await start()`` binds every
+   listener and the admin listener and returns the bound addresses; ``await stop()``
+   shuts down in the order written in :meth:`Router.stop`.
+2. ``reload(config)`` swaps the service table whole: new requests see the new config,
+   requests in flight finish with the one they started with, and no connection is
+   dropped. Directors (the failover decision) survive a reload by service name; backend
+   pools survive when their settings are unchanged, the others close once idle.
+   Listeners and the admin address are bound once: changing them needs a restart
+   (a reload says so in the log).
+3. Signal handlers only set flags; the main coroutine acts on them. SIGTERM/SIGINT:
+   graceful stop; SIGHUP: reload (an invalid file is refused, its errors logged, the
+   old config kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from . import metrics
+from .accesslog import AccessLog
+from .admin import build_admin_app
+from .config import Config, LogConfig, load_config, parse_hostport
+from .director import Director, make_director
+from .errors import ConfigError
+from .listeners import make_redirect_handler, server_ssl_context
+from .proxy import Proxy
+from .rewrite import Rewriter
+from .routes import ServiceRuntime, ServiceTable, client_timeout, make_target
+from .upstream import BackendPool, PoolKey, pool_key
+
+__all__ = [
+    "BackendStatistics",
+    "BoundAddresses",
+    "Router",
+    "RouterStatistics",
+    "ServiceStatistics",
+    "add_arguments",
+    "run",
+]
+
+log = logging.getLogger("hotspare.router")
+
+
+@dataclass(frozen=True, slots=True)
+class BackendStatistics:
+    name: str
+    url: str
+    healthy: bool | None  # None: not probed
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceStatistics:
+    name: str
+    active: str
+    epoch: int
+    state: str
+    backends: tuple[BackendStatistics, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RouterStatistics:
+    services: tuple[ServiceStatistics, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BoundAddresses:
+    listeners: tuple[tuple[str, int], ...]  # in config order
+    admin: tuple[str, int]
+
+
+class Router:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.directors: dict[str, Director] = {}
+        self._pools: dict[PoolKey, BackendPool] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
+        self.access_log = AccessLog(config.log.access_log, config.log.access_format)
+        self.proxy = Proxy(self._build_table(config), self.access_log)
+        self._runners: list[web.BaseRunner] = []
+        self._sites: list[web.TCPSite] = []
+        self._admin_runner: web.AppRunner | None = None
+        self.bound: BoundAddresses | None = None
+
+    # -- building ---------------------------------------------------------------------
+
+    def _build_table(self, config: Config) -> ServiceTable:
+        services: dict[str, ServiceRuntime] = {}
+        wanted: dict[PoolKey, BackendPool] = {}
+        for sc in config.services:
+            director = self.directors.get(sc.name)
+            if director is None:
+                director = self.directors[sc.name] = make_director(sc)
+            else:
+                director.update(sc)
+            targets = {}
+            for b in sc.backends:
+                key = pool_key(b, sc.pool)
+                pool = wanted.get(key) or self._pools.get(key) or BackendPool(key)
+                wanted[key] = pool
+                targets[b.name] = make_target(b, pool)
+            services[sc.name] = ServiceRuntime(
+                config=sc,
+                director=director,
+                rewriter=Rewriter(sc),
+                targets=targets,
+                first_byte=client_timeout(sc),
+                idle=sc.timeouts.idle,
+                max_body_size=sc.max_body_size,
+                preserve_host=sc.preserve_host,
+            )
+        for gone in set(self.directors) - set(services):
+            del self.directors[gone]
+        for key, pool in self._pools.items():
+            if key not in wanted:
+                self._retire(pool)
+        self._pools = wanted
+        self._publish(config)
+        return ServiceTable(config, services)
+
+    def _retire(self, pool: BackendPool) -> None:
+        pool.retire()
+
+        async def close_when_idle() -> None:
+            await pool.wait_idle()
+            await pool.close()
+
+        try:
+            task = asyncio.get_running_loop().create_task(close_when_idle(), name=f"retire pool {pool.key.origin}")
+        except RuntimeError:  # not running yet: nothing can be in flight
+            return
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    def _publish(self, config: Config) -> None:
+        for sc in config.services:
+            snap = self.directors[sc.name].snapshot()
+            metrics.EPOCH.labels(sc.name).set(snap.epoch)
+            for b in sc.backends:
+                metrics.ACTIVE_BACKEND.labels(sc.name, b.name).set(1 if b.name == snap.active else 0)
+
+    # -- life cycle -------------------------------------------------------------------
+
+    async def start(self) -> BoundAddresses:
+        """Bind every listener and the admin listener; return what was bound."""
+        config = self.config
+        listeners: list[tuple[str, int]] = []
+        try:
+            for i, lc in enumerate(config.listen):
+                host, port = lc.host_port
+                handler = make_redirect_handler(lc.https_port) if lc.redirect_to_https else self.proxy.handle
+                runner = web.ServerRunner(
+                    web.Server(handler, handler_cancellation=True, access_log=None),
+                    handle_signals=False,
+                    shutdown_timeout=config.shutdown_grace,
+                )
+                await runner.setup()
+                self._runners.append(runner)
+                ssl_ctx = server_ssl_context(lc, i) if lc.tls else None
+                site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx, backlog=1024, reuse_address=True)
+                await site.start()
+                self._sites.append(site)
+                listeners.append(_sockname(runner))
+            ahost, aport = parse_hostport(config.admin.listen)
+            self._admin_runner = web.AppRunner(build_admin_app(self), handle_signals=False, access_log=None)
+            await self._admin_runner.setup()
+            await web.TCPSite(self._admin_runner, ahost, aport, reuse_address=True).start()
+            admin = _sockname(self._admin_runner)
+        except BaseException:
+            await self.stop()
+            raise
+        self.bound = BoundAddresses(tuple(listeners), admin)
+        for (h, p), lc in zip(listeners, config.listen, strict=True):
+            kind = "https" if lc.tls else ("http->https redirect" if lc.redirect_to_https else "http")
+            log.info("listening on %s:%d (%s)", h, p, kind)
+        log.info("admin API on http://%s:%d", *admin)
+        return self.bound
+
+    async def stop(self) -> None:
+        """Graceful stop, in this order:
+
+        1. close every listening socket (no new connections; in-flight go on);
+        2. let in-flight requests finish, up to ``shutdown_grace``, then cancel them;
+        3. close the admin listener;
+        4. close the backend pools and flush the access log.
+        """
+        for site in self._sites:
+            await site.stop()
+        self._sites.clear()
+        await asyncio.gather(*(r.cleanup() for r in self._runners), return_exceptions=True)
+        self._runners.clear()
+        if self._admin_runner is not None:
+            await self._admin_runner.cleanup()
+            self._admin_runner = None
+        for task in list(self._retiring):
+            task.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
+        for pool in self._pools.values():
+            await pool.close()
+        self.access_log.close()
+
+    def reload(self, config: Config) -> None:
+        """Apply a new (already validated) config to new requests."""
+        old = self.config
+        if [lc.model_dump() for lc in old.listen] != [lc.model_dump() for lc in config.listen]:
+            log.warning("reload: listener changes need a restart; keeping the current listeners")
+        if old.admin.listen != config.admin.listen:
+            log.warning("reload: admin.listen changes need a restart; keeping %s", old.admin.listen)
+        if (old.log.access_log, old.log.access_format) != (config.log.access_log, config.log.access_format):
+            self.access_log.close()
+            self.access_log = AccessLog(config.log.access_log, config.log.access_format)
+            self.proxy.access_log = self.access_log
+        else:
+            self.access_log.reopen()  # log rotation
+        self.proxy.set_table(self._build_table(config))
+        self.config = config
+        log.info("reload: configuration applied (%d services)", len(config.services))
+
+    def statistics(self) -> RouterStatistics:
+        out = []
+        for sc in self.config.services:
+            snap = self.directors[sc.name].snapshot()
+            out.append(
+                ServiceStatistics(
+                    name=sc.name,
+                    active=snap.active,
+                    epoch=snap.epoch,
+                    state=snap.state,
+                    backends=tuple(BackendStatistics(b.name, b.url, b.healthy) for b in snap.backends),
+                )
+            )
+        return RouterStatistics(tuple(out))
+
+
+def _sockname(runner: web.BaseRunner) -> tuple[str, int]:
+    addr = runner.addresses[-1]
+    return (str(addr[0]), int(addr[1]))
+
+
+# -- the process ------------------------------------------------------------------------
+
+
+def setup_logging(cfg: LogConfig) -> None:
+    handler: logging.Handler
+    if cfg.error_log == "-":
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        handler = logging.FileHandler(cfg.error_log)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("hotspare")
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    root.addHandler(handler)
+    root.setLevel(cfg.level.upper())
+    root.propagate = False
+
+
+async def serve(config: Config, path: Path) -> int:
+    router = Router(config)
+    await router.start()
+    loop = asyncio.get_running_loop()
+    wake = asyncio.Event()
+    flags = {"stop": False, "reload": False}
+
+    def on_signal(name: str) -> None:  # only sets flags
+        flags[name] = True
+        wake.set()
+
+    loop.add_signal_handler(signal.SIGTERM, on_signal, "stop")
+    loop.add_signal_handler(signal.SIGINT, on_signal, "stop")
+    loop.add_signal_handler(signal.SIGHUP, on_signal, "reload")
+    try:
+        while not flags["stop"]:
+            await wake.wait()
+            wake.clear()
+            if flags["reload"] and not flags["stop"]:
+                flags["reload"] = False
+                try:
+                    new = load_config(path)
+                except ConfigError as exc:
+                    log.error("reload refused, keeping the running config: %s", exc.report().replace("\n", " |"))
+                    continue
+                router.reload(new)
+        log.info("stopping: no new connections; in-flight requests get %ss", config.shutdown_grace)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+        await router.stop()
+    log.info("stopped")
+    return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", required=True, type=Path, help="the deployment file (YAML)")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)  # ConfigError -> exit 2 in cli.main, nothing started
+    setup_logging(config.log)
+    loop_factory = None
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(serve(config, args.config))

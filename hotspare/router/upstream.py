@@ -1,0 +1,136 @@
+"""Connections to backends: one keep-alive pool per backend, and the one place where
+aiohttp/OSError exceptions become ours.
+
+Rules:
+
+1. One ``aiohttp.ClientSession`` (one ``TCPConnector``) per distinct backend setting
+   (origin, TLS options, pool limits). A reload keeps pools whose settings did not change;
+   the others are retired and closed once their in-flight requests are done.
+2. The sessions do nothing on their own: no redirects, no cookies, no decompression, no
+   automatic headers (User-Agent, Accept, Accept-Encoding, Content-Type).
+3. :func:`translate` maps a low-level exception to an :class:`UpstreamError` saying
+   whether the request may have reached the backend (``sent``) and what to answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from .config import BackendConfig, PoolConfig
+from .errors import (
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamResetError,
+    UpstreamTimeout,
+)
+
+__all__ = ["BackendPool", "PoolKey", "pool_key", "translate"]
+
+_SKIP_AUTO = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
+
+
+@dataclass(frozen=True, slots=True)
+class PoolKey:
+    origin: str
+    ca_file: str | None
+    verify_tls: bool
+    max_connections: int
+    keepalive_timeout: float
+
+
+def pool_key(backend: BackendConfig, pool: PoolConfig) -> PoolKey:
+    parts = urlsplit(backend.url)
+    return PoolKey(
+        origin=f"{parts.scheme}://{parts.netloc}",
+        ca_file=str(backend.ca_file) if backend.ca_file else None,
+        verify_tls=backend.verify_tls,
+        max_connections=pool.max_connections,
+        keepalive_timeout=pool.keepalive_timeout,
+    )
+
+
+def _ssl_context(key: PoolKey) -> ssl.SSLContext | bool:
+    if not key.origin.startswith("https:"):
+        return True  # unused for http
+    if not key.verify_tls:
+        return False
+    ctx = ssl.create_default_context(cafile=key.ca_file)
+    return ctx
+
+
+class BackendPool:
+    """The keep-alive pool of one backend setting, with an in-flight count so a retired
+    pool closes only after its last request."""
+
+    def __init__(self, key: PoolKey) -> None:
+        self.key = key
+        connector = aiohttp.TCPConnector(
+            limit=key.max_connections,
+            limit_per_host=0,
+            keepalive_timeout=key.keepalive_timeout,
+            ssl=_ssl_context(key),
+            enable_cleanup_closed=False,
+        )
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            skip_auto_headers=_SKIP_AUTO,
+            timeout=aiohttp.ClientTimeout(total=None),
+            trust_env=False,
+        )
+        self.inflight = 0
+        self.retired = False
+        self._closed = asyncio.Event()
+
+    def acquire(self) -> None:
+        self.inflight += 1
+
+    def release(self) -> None:
+        self.inflight -= 1
+        if self.retired and self.inflight == 0:
+            self._closed.set()
+
+    def retire(self) -> None:
+        self.retired = True
+        if self.inflight == 0:
+            self._closed.set()
+
+    async def wait_idle(self) -> None:
+        await self._closed.wait()
+
+    async def close(self) -> None:
+        await self.session.close()
+
+
+def translate(exc: BaseException, backend: str) -> UpstreamError:
+    """Turn an exception raised while talking to ``backend`` into an UpstreamError."""
+    if isinstance(exc, UpstreamError):
+        return exc
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return UpstreamConnectError(f"backend {backend} connect timeout", status=504)
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return UpstreamConnectError(f"backend {backend} TLS certificate not trusted")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        why = exc.os_error.strerror or str(exc.os_error) if exc.os_error else str(exc)
+        return UpstreamConnectError(f"backend {backend} unreachable ({why.lower()})")
+    if isinstance(exc, aiohttp.ServerTimeoutError | asyncio.TimeoutError | TimeoutError):
+        return UpstreamTimeout(f"backend {backend} timed out")
+    if isinstance(exc, aiohttp.ClientResponseError):
+        # Raised by the response parser: bad status line, CL+TE, duplicate lengths...
+        return UpstreamProtocolError(f"backend {backend} sent a malformed response ({exc.message})")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return UpstreamResetError(f"backend {backend} broke off the response body")
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return UpstreamResetError(f"backend {backend} closed the connection")
+    if isinstance(exc, aiohttp.ClientOSError | OSError):
+        return UpstreamResetError(f"backend {backend} connection reset")
+    if isinstance(exc, aiohttp.ClientError):
+        return UpstreamResetError(f"backend {backend} failed ({type(exc).__name__})")
+    return UpstreamResetError(f"backend {backend} failed ({type(exc).__name__})")

@@ -1,0 +1,121 @@
+"""Fixtures for the router core: real backends and a real Router on ephemeral loopback
+ports (bound to 127.0.0.1:0, port read back), closed in reverse order."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from hotspare.router.config import Config, parse_config
+from hotspare.router.server import Router
+
+BackendFactory = Callable[..., Awaitable[str]]
+RouterFactory = Callable[..., Awaitable[tuple[Router, str]]]
+
+
+async def echo(request: web.Request) -> web.StreamResponse:
+    """Echo what arrived: method, target, headers, body size and digest."""
+    digest = hashlib.sha256()
+    size = 0
+    async for chunk in request.content.iter_any():
+        digest.update(chunk)
+        size += len(chunk)
+    doc = {
+        "method": request.method,
+        "target": request.raw_path,
+        "headers": [[k, v] for k, v in request.headers.items()],
+        "size": size,
+        "sha256": digest.hexdigest(),
+        "chunked": "chunked" in request.headers.get("Transfer-Encoding", "").lower(),
+    }
+    return web.json_response(doc)
+
+
+def echo_headers(doc: dict[str, Any]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for k, v in doc["headers"]:
+        out.setdefault(k.lower(), []).append(v)
+    return out
+
+
+@pytest.fixture
+async def backend() -> AsyncIterator[BackendFactory]:
+    """``await backend(app_or_handler)`` -> "http://127.0.0.1:PORT"."""
+    runners: list[web.AppRunner] = []
+
+    async def make(app: web.Application | Callable[..., Any] | None = None, **site_kw: Any) -> str:
+        if app is None:
+            app = echo
+        if not isinstance(app, web.Application):
+            handler = app
+            app = web.Application()
+            app.router.add_route("*", "/{tail:.*}", handler)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, **site_kw)
+        await site.start()
+        runners.append(runner)
+        host, port = runner.addresses[0][:2]
+        scheme = "https" if site_kw.get("ssl_context") else "http"
+        return f"{scheme}://{host}:{port}"
+
+    yield make
+    for r in reversed(runners):
+        await r.cleanup()
+
+
+def make_config(tmp_path: Path, services: list[dict[str, Any]], **top: Any) -> Config:
+    data: dict[str, Any] = {
+        "listen": ["127.0.0.1:0"],
+        "admin": {"listen": "127.0.0.1:0"},
+        "state_file": str(tmp_path / "state.json"),
+        "log": {"access_log": str(tmp_path / "access.log")},
+        "shutdown_grace": "5s",
+        "services": services,
+    }
+    data.update(top)
+    return parse_config(data, base_dir=tmp_path)
+
+
+@pytest.fixture
+async def router(tmp_path: Path) -> AsyncIterator[RouterFactory]:
+    """``await router(services=[...], **top)`` -> (Router, "http://127.0.0.1:PORT")."""
+    routers: list[Router] = []
+
+    async def make(services: list[dict[str, Any]], **top: Any) -> tuple[Router, str]:
+        r = Router(make_config(tmp_path, services, **top))
+        bound = await r.start()
+        routers.append(r)
+        host, port = bound.listeners[0]
+        return r, f"http://{host}:{port}"
+
+    yield make
+    for r in reversed(routers):
+        await r.stop()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(auto_decompress=False) as s:
+        yield s
+
+
+def svc(*urls: str, **kw: Any) -> dict[str, Any]:
+    """A service dict with backends a, b, ... at ``urls``."""
+    return {
+        "name": kw.pop("name", "app"),
+        "backends": [{"name": chr(ord("a") + i), "url": u} for i, u in enumerate(urls)],
+        **kw,
+    }
+
+
+def load(text: str) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(text)
+    return doc
