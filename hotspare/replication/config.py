@@ -84,7 +84,7 @@ class ReplicationConfig(StrictModel):
 
     # File that must exist at the top of a source root before its manifest is served
     # (an unmounted disk shows an empty folder without it, and deletes nothing).
-    marker_file: str = Field(default=".hotspare-root", pattern=r"^[^/\0]+$")
+    marker_file: str = Field(default=".hotspare-root", pattern=r"^[^/\x00]+$")
     # A reconcile that would delete more than this share of the replica's files is refused.
     max_delete_share: float = Field(default=0.5, ge=0.0, le=1.0)
     # ... unless it deletes at most this many files (small trees).

@@ -83,7 +83,8 @@ class RootSource:
                     "Create the marker (hotspare agent --init) once the folder is right.",
                     self.name, self.marker, self.root,
                 )
-        self.available = ok
+            self.available = ok
+            self._notify()  # wake long polls: they answer 503 now, or resume
         return ok
 
     def ensure_marker(self, force: bool) -> None:
@@ -94,7 +95,9 @@ class RootSource:
             if not force:
                 return
             self.root.mkdir(parents=True, exist_ok=True)
-        if force or any(True for _ in os.scandir(self.root)):
+        with os.scandir(self.root) as it:
+            nonempty = any(True for _ in it)
+        if force or nonempty:
             (self.root / self.marker).write_text("hotspare replication root\n")
             log.info("root %s: created marker %s", self.name, self.root / self.marker)
 
@@ -177,9 +180,11 @@ class RootSource:
                         self._kick.set()
                     if self._root_ino_changed():
                         break
-            except (FileNotFoundError, RuntimeError, OSError) as exc:
-                log.warning("root %s: watcher stopped (%s); restarting", self.name, exc)
-                await asyncio.sleep(0.5)
+            except Exception as exc:  # noqa: BLE001 - the watcher is restarted, never fatal
+                # watchfiles raises (inside an exception group) on a name that is not
+                # UTF-8, and when the root disappears; a rescan covers what it dropped.
+                log.info("root %s: watcher restarted after %s", self.name, _first_error(exc))
+                await self.rescan()
             self._kick.set()
 
     def _classify(self, batch: set[tuple[watchfiles.Change, str]]) -> tuple[list[str], bool]:
@@ -400,6 +405,12 @@ class RootSource:
             "files": len(self.log.known), "seq": self.log.head, "run_id": self.log.run_id,
             "pending": len(self.debouncer), "last_rescan": self.last_rescan,
         }
+
+
+def _first_error(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _hash_prefix(fd: int, length: int, digest: hashlib._Hash) -> None:
