@@ -10,7 +10,8 @@ Rules:
    X-Forwarded-Proto and X-Forwarded-Host are set, Via gets "1.1 <via_name>", Host is
    the client's (or the backend's when preserve_host is off), X-Request-ID is kept when
    sane or generated, X-Hotspare-Epoch is set from the route (a client's is dropped:
-   only the router speaks for the epoch). Expect is answered by the router itself.
+   only the router speaks for the epoch). Expect: 100-continue is
+   passed on (the client's 100 is sent when the backend's arrives).
 3. Towards the client: Via added, X-Request-ID echoed, backend URLs in Location,
    Content-Location and URI rewritten, Set-Cookie Domain/Path mapped (rewrite.py).
 4. The sets here are built once at import; per request there is one pass over the
@@ -107,6 +108,7 @@ def request_headers(
     request_id: str,
     epoch: int,
     websocket: bool = False,
+    expect_continue: bool = False,
 ) -> CIMultiDict[str]:
     """Headers to send to the backend for a client request with headers ``src``.
 
@@ -132,6 +134,10 @@ def request_headers(
     out["Via"] = ", ".join((*prior_via, via)) if prior_via else via
     out["X-Request-ID"] = request_id
     out["X-Hotspare-Epoch"] = str(epoch)
+    if expect_continue:
+        # Passed on like Apache does: aiohttp then waits for the backend's 100 before
+        # pulling the body, and our body iterator sends the client its 100 at that point.
+        out["Expect"] = "100-continue"
     return out
 
 

@@ -78,19 +78,19 @@ class _Body:
     Records a client-side fault (``fault``) so the proxy can tell it from a backend one.
     """
 
-    __slots__ = ("_expect", "_idle", "_limit", "_request", "fault", "received")
+    __slots__ = ("_idle", "_limit", "_request", "expect", "fault", "received")
 
     def __init__(self, request: BaseRequest, limit: int | None, idle: float, expect: bool) -> None:
         self._request = request
         self._limit = limit
         self._idle = idle or None
-        self._expect = expect
+        self.expect = expect
         self.fault: Exception | None = None
         self.received = 0
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        if self._expect:
-            self._expect = False
+        if self.expect:
+            self.expect = False
             await self._request.writer.write(_CONTINUE)
         content = self._request.content
         limit = self._limit
@@ -253,6 +253,7 @@ class Proxy:
             via=self.via,
             request_id=request_id,
             epoch=route.epoch,
+            expect_continue=body is not None and body.expect,
         )
         url = URL(target.base + request.raw_path, encoded=True)
         pool = target.pool

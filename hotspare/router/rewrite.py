@@ -7,9 +7,11 @@ Rules (Apache's ProxyPassReverse / ProxyPassReverseCookieDomain / ...CookiePath)
    in pages) is rewritten to the scheme://host the client used, keeping the rest. The
    backend's default port may be written or not ("http://h" and "http://h:80" match).
    A backend URL with a path ("http://h:8001/base") maps that path to "/".
-2. Set-Cookie ``Domain=`` values found in ``cookie_domain`` are replaced (case-
-   insensitive, a leading dot kept); ``Path=`` values starting with a key of
-   ``cookie_path`` (at a segment boundary) have that prefix replaced.
+2. Set-Cookie attributes are mapped exactly as Apache's mod_proxy does (parity matters
+   more than elegance here): a ``Domain=`` value that ENDS with a key of
+   ``cookie_domain`` (case-insensitive) is replaced whole by its value; a ``Path=``
+   value that STARTS with a key of ``cookie_path`` is replaced whole by its value
+   ("/app/x" with {"/app": "/"} becomes "/"). Keys are tried in config order.
 3. Everything is prepared once per config load; per header it is a few ``startswith``.
 """
 
@@ -50,10 +52,8 @@ class Rewriter:
             pairs.extend(_prefixes(b.url))
         # Longest first, so "http://h:1/base" wins over "http://h:1".
         self._prefixes = tuple(sorted({p.lower(): p for p, _ in pairs}.keys(), key=len, reverse=True))
-        self._cookie_domain = {k.lower().lstrip("."): v.lstrip(".") for k, v in service.rewrite.cookie_domain.items()}
-        self._cookie_path = tuple(
-            sorted(((k.rstrip("/") or "/", v) for k, v in service.rewrite.cookie_path.items()), key=lambda kv: -len(kv[0]))
-        )
+        self._cookie_domain = tuple((k.lower(), v) for k, v in service.rewrite.cookie_domain.items())
+        self._cookie_path = tuple(service.rewrite.cookie_path.items())
         self.cookies = bool(self._cookie_domain or self._cookie_path)
 
     def location(self, value: str, client_origin: str) -> str:
@@ -74,24 +74,18 @@ class Rewriter:
         parts = value.split(";")
         changed = False
         for i in range(1, len(parts)):
-            attr = parts[i]
-            name, eq, val = attr.partition("=")
+            name, eq, val = parts[i].partition("=")
             if not eq:
                 continue
             key = name.strip().lower()
             sval = val.strip()
-            if key == "domain" and self._cookie_domain:
-                dot = "." if sval.startswith(".") else ""
-                new = self._cookie_domain.get(sval.lower().lstrip("."))
-                if new is not None:
-                    parts[i] = f" {name.strip()}={dot}{new}"
-                    changed = True
-            elif key == "path" and self._cookie_path:
-                for old, new in self._cookie_path:
-                    if old == "/" or sval == old or sval.startswith(old + "/"):
-                        tail = sval[len(old) :] if old != "/" else sval[1:]
-                        joined = new.rstrip("/") + "/" + tail.lstrip("/") if tail else new
-                        parts[i] = f" {name.strip()}={joined}"
-                        changed = True
-                        break
+            new: str | None = None
+            if key == "domain":
+                low = sval.lower()
+                new = next((v for k, v in self._cookie_domain if low.endswith(k)), None)
+            elif key == "path":
+                new = next((v for k, v in self._cookie_path if sval.startswith(k)), None)
+            if new is not None:
+                parts[i] = f" {name.strip()}={new}"
+                changed = True
         return ";".join(parts) if changed else value

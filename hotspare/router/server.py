@@ -153,8 +153,10 @@ class Router:
 
     # -- life cycle -------------------------------------------------------------------
 
-    async def start(self) -> BoundAddresses:
-        """Bind every listener and the admin listener; return what was bound."""
+    async def start(self) -> list[tuple[str, int]]:
+        """Bind every listener and the admin listener; return their (host, port), the
+        listeners in config order and the admin listener LAST. ``self.bound`` has the
+        same with names."""
         config = self.config
         listeners: list[tuple[str, int]] = []
         try:
@@ -186,7 +188,7 @@ class Router:
             kind = "https" if lc.tls else ("http->https redirect" if lc.redirect_to_https else "http")
             log.info("listening on %s:%d (%s)", h, p, kind)
         log.info("admin API on http://%s:%d", *admin)
-        return self.bound
+        return [*listeners, admin]
 
     async def stop(self) -> None:
         """Graceful stop, in this order:

@@ -93,7 +93,8 @@ async def router(tmp_path: Path) -> AsyncIterator[RouterFactory]:
         r = Router(make_config(tmp_path, services, **top))
         bound = await r.start()
         routers.append(r)
-        host, port = bound.listeners[0]
+        assert r.bound is not None and bound[-1] == r.bound.admin
+        host, port = bound[0]
         return r, f"http://{host}:{port}"
 
     yield make
