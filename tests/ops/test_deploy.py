@@ -1,0 +1,284 @@
+"""deploy/: the files an operator installs, checked with the real tools.
+
+systemd-analyze and promtool run for real (Debian's systemd and prometheus packages,
+both in scripts/system-deps). The keepalived check script runs for real against a small
+aiohttp server standing in for the router's admin API (the router is built elsewhere).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from aiohttp import web
+
+from hotspare.replication.metrics import AgentMetrics
+from hotspare.router.metrics import REGISTRY
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+VENV_HOTSPARE = Path(sys.executable).with_name("hotspare")
+
+
+def need(program: str) -> str:
+    path = shutil.which(program)
+    if path is None:
+        pytest.skip(f"{program} is not installed (./scripts/system-deps installs it)")
+    return path
+
+
+def run(argv: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False, **kw)
+
+
+# -- systemd -------------------------------------------------------------------------
+
+
+def verified_copy(unit: Path, dest: Path) -> Path:
+    """The unit with ExecStart pointing at this venv's hotspare: systemd-analyze verify
+    refuses a unit whose program does not exist, and /opt/hotspare is not installed here."""
+    assert "/opt/hotspare/.venv/bin/hotspare" in unit.read_text()
+    out = dest / unit.name
+    out.write_text(unit.read_text().replace("/opt/hotspare/.venv/bin/hotspare", str(VENV_HOTSPARE)))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("unit", "verify_as"),
+    [("hotspare-router.service", "hotspare-router.service"),
+     ("hotspare-agent@.service", "hotspare-agent@a.service")],
+)
+def test_systemd_units_verify(unit: str, verify_as: str, tmp_path: Path) -> None:
+    tool = need("systemd-analyze")
+    assert VENV_HOTSPARE.exists()
+    verified_copy(DEPLOY / "systemd" / unit, tmp_path)
+    # An instance name loads the template from the same folder.
+    result = run([tool, "verify", str(tmp_path / verify_as)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    # Unknown keys are only warnings (exit 0): an empty stderr proves there are none.
+    assert result.stderr.strip() == ""
+
+
+def test_systemd_verify_would_catch_a_typo(tmp_path: Path) -> None:
+    """Negative control: the check above can fail."""
+    tool = need("systemd-analyze")
+    unit = verified_copy(DEPLOY / "systemd" / "hotspare-router.service", tmp_path)
+    unit.write_text(unit.read_text().replace("ProtectHome=yes", "ProtectHom=yes"))
+    result = run([tool, "verify", str(unit)], cwd=tmp_path)
+    assert "Unknown key 'ProtectHom'" in result.stderr
+
+
+def test_systemd_units_are_sandboxed() -> None:
+    for name in ("hotspare-router.service", "hotspare-agent@.service"):
+        text = (DEPLOY / "systemd" / name).read_text()
+        for option in ("NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes",
+                       "PrivateTmp=yes", "RestrictAddressFamilies=", "SystemCallFilter=@system-service"):
+            assert option in text, f"{name} lacks {option}"
+        assert re.search(r"^User=hotspare$", text, re.M), name
+    agent = (DEPLOY / "systemd" / "hotspare-agent@.service").read_text()
+    assert "--node %i" in agent
+
+
+# -- example deployment file -----------------------------------------------------------
+
+DISTRICT_ENV = {
+    "HOTSPARE_ADMIN_TOKEN": "admin-secret",
+    "HOTSPARE_REPLICATION_TOKEN": "replication-secret",
+    "HOTSPARE_DB_DSN": "postgresql://fence:pw@db.district.example:5432/library",
+}
+
+
+def test_district_example_passes_check_config() -> None:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **DISTRICT_ENV}
+    result = run([str(VENV_HOTSPARE), "check-config", str(DEPLOY / "examples" / "district.yaml")], env=env)
+    assert result.returncode == 0, result.stderr
+    assert "OK (1 service(s): library)" in result.stdout
+
+
+def test_district_example_without_secrets_exits_2_naming_them() -> None:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    result = run([str(VENV_HOTSPARE), "check-config", str(DEPLOY / "examples" / "district.yaml")], env=env)
+    assert result.returncode == 2
+    for var in DISTRICT_ENV:
+        assert f"expected environment variable {var} to be set" in result.stderr
+
+
+# -- Prometheus -------------------------------------------------------------------------
+
+
+def test_promtool_check_rules_and_config() -> None:
+    tool = need("promtool")
+    prom = DEPLOY / "prometheus"
+    result = run([tool, "check", "rules", "hotspare-rules.yml"], cwd=prom)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 9 rules found" in result.stdout + result.stderr
+    result = run([tool, "check", "config", "prometheus.yml"], cwd=prom)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_test_rules() -> None:
+    tool = need("promtool")
+    result = run([tool, "test", "rules", "hotspare-rules.test.yml"], cwd=DEPLOY / "prometheus")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_every_required_alert_exists_and_is_unit_tested() -> None:
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "hotspare-rules.yml").read_text())
+    alerts = {r["alert"] for g in rules["groups"] for r in g["rules"]}
+    required = {"HotspareSpareNotReady", "HotspareReplicationLagHigh", "HotspareFailoverHappened",
+                "HotsparePromotionFailed", "HotspareFencingOnHold"}
+    assert required <= alerts
+    tests = yaml.safe_load((DEPLOY / "prometheus" / "hotspare-rules.test.yml").read_text())
+    tested = {a["alertname"] for t in tests["tests"] for a in t.get("alert_rule_test", [])}
+    assert alerts == tested, f"alerts without a promtool unit test: {sorted(alerts - tested)}"
+
+
+def exported_metric_names() -> set[str]:
+    """Every sample name the router and an agent can expose, from the registries themselves."""
+    names: set[str] = {"up"}
+    families = list(REGISTRY.collect()) + list(AgentMetrics().registry.collect())
+    for fam in families:
+        suffixes = {"counter": ["_total", "_created"], "histogram": ["_bucket", "_sum", "_count", "_created"],
+                    "summary": ["_sum", "_count", "_created"]}.get(fam.type, [""])
+        names.update(fam.name + s for s in suffixes)
+    return names
+
+
+_PROMQL_FUNCS = {
+    "sum", "max", "min", "avg", "count", "rate", "increase", "changes", "histogram_quantile",
+    "by", "without", "on", "ignoring", "group_left", "group_right", "or", "and", "unless",
+    "humanizeDuration", "le",
+}
+
+
+def metric_names_in(expr: str) -> set[str]:
+    expr = re.sub(r"\{[^}]*\}", "", expr)  # label matchers
+    expr = re.sub(r"\[[^\]]*\]", "", expr)  # ranges
+    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr)
+    return {n for n in re.findall(r"\b[a-zA-Z_:][a-zA-Z0-9_:]*\b", expr) if n not in _PROMQL_FUNCS}
+
+
+def dashboard_exprs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "expr" and isinstance(v, str):
+                yield v
+            elif k == "query" and isinstance(v, dict) and isinstance(v.get("query"), str):
+                yield re.sub(r"^label_values\((\w+),.*\)$", r"\1", v["query"])
+            else:
+                yield from dashboard_exprs(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from dashboard_exprs(v)
+
+
+def test_metric_name_extraction() -> None:
+    assert metric_names_in('sum by (service) (rate(hotspare_x_total{a="b"}[5m])) > 0 or up') == {
+        "hotspare_x_total", "up"}
+
+
+def test_rules_use_only_exported_metric_names() -> None:
+    known = exported_metric_names()
+    assert "hotspare_replication_deletes_refused_total" in known  # counters gain _total
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "hotspare-rules.yml").read_text())
+    for g in rules["groups"]:
+        for r in g["rules"]:
+            unknown = metric_names_in(r["expr"]) - known
+            assert not unknown, f"{r['alert']}: unknown metric(s) {sorted(unknown)}"
+
+
+def test_grafana_dashboard_is_valid_and_uses_existing_metrics() -> None:
+    dash = json.loads((DEPLOY / "grafana" / "hotspare-dashboard.json").read_text())
+    assert dash["title"] == "hotspare" and dash["uid"]
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    exprs = list(dashboard_exprs(dash))
+    assert len(exprs) >= 20
+    known = exported_metric_names()
+    used: set[str] = set()
+    for expr in exprs:
+        expr = expr.replace("$__rate_interval", "5m")
+        names = metric_names_in(expr)
+        assert names, f"no metric in {expr!r}"
+        assert names <= known, f"unknown metric(s) {sorted(names - known)} in {expr!r}"
+        used |= names
+    # The DESIGN's named metrics are all on the dashboard.
+    for name in ("hotspare_backend_up", "hotspare_active_backend", "hotspare_epoch",
+                 "hotspare_failovers_total", "hotspare_requests_total",
+                 "hotspare_request_duration_seconds_bucket", "hotspare_held_requests",
+                 "hotspare_replayed_requests_total", "hotspare_replication_lag_seconds"):
+        assert name in used, name
+    for panel in dash["panels"]:
+        for target in panel.get("targets", []):
+            assert target["datasource"]["uid"] == "${datasource}"
+
+
+# -- keepalived -------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def admin_api() -> AsyncIterator[str]:
+    """Stand-in for the router's admin API: GET /v1/status only."""
+
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response({"services": [{"name": "app", "active": "a", "epoch": 1,
+                                                "state": "active", "backends": []}]})
+
+    app = web.Application()
+    app.router.add_get("/v1/status", status)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    await runner.cleanup()
+
+
+async def run_check(admin_url: str, state: str, tmp_path: Path) -> tuple[int, str]:
+    mark = tmp_path / "keepalived.state"
+    mark.write_text(state + "\n")
+    proc = await asyncio.create_subprocess_exec(
+        "/bin/sh", str(DEPLOY / "keepalived" / "check-hotspare.sh"),
+        env={"PATH": "/usr/bin:/bin", "HOTSPARE_ADMIN_URL": admin_url, "HOTSPARE_KEEPALIVED_STATE": str(mark)},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+async def test_keepalived_check_script(admin_api: str, tmp_path: Path) -> None:
+    need("curl")
+    assert (await run_check(admin_api, "MASTER", tmp_path))[0] == 0
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    dead = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    server.close()
+    await server.wait_closed()
+    code, out = await run_check(dead, "MASTER", tmp_path)
+    assert code == 1, out
+    # A BACKUP does not run the router: its absence is not a failure there.
+    assert (await run_check(dead, "BACKUP", tmp_path))[0] == 0
+    # Something else answering on the admin port (not /v1/status JSON) is a failure.
+    code, _ = await run_check(admin_api + "/nope-", "MASTER", tmp_path)
+    assert code == 1
+
+
+def test_keepalived_scripts_parse() -> None:
+    for script in ("check-hotspare.sh", "notify-hotspare.sh"):
+        path = DEPLOY / "keepalived" / script
+        assert os.access(path, os.X_OK), f"{script} is not executable"
+        result = run(["/bin/sh", "-n", str(path)])
+        assert result.returncode == 0, result.stderr
+    conf = (DEPLOY / "keepalived" / "keepalived.conf").read_text()
+    assert "check-hotspare.sh" in conf and "notify-hotspare.sh" in conf
+    assert conf.count("{") == conf.count("}")
