@@ -120,3 +120,85 @@ def svc(*urls: str, **kw: Any) -> dict[str, Any]:
 def load(text: str) -> dict[str, Any]:
     doc: dict[str, Any] = json.loads(text)
     return doc
+
+
+async def read_response(reader: Any) -> tuple[int, dict[str, str], bytes]:
+    """Read one HTTP/1.1 response from an asyncio StreamReader (CL, chunked or none)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if line:
+            k, _, v = line.partition(":")
+            headers[k.strip().lower()] = v.strip()
+    if status in (100, 204, 304):
+        return status, headers, b""
+    if "content-length" in headers:
+        body = await reader.readexactly(int(headers["content-length"]))
+    elif "chunked" in headers.get("transfer-encoding", ""):
+        body = b""
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+            if size == 0:
+                await reader.readuntil(b"\r\n")
+                break
+            body += await reader.readexactly(size)
+            await reader.readexactly(2)
+    else:
+        body = await reader.read()
+    return status, headers, body
+
+
+class RawBackend:
+    """A backend that is a bare TCP server: records every byte received and answers
+    with a canned response per connection (for framing and smuggling tests)."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
+        self.received = bytearray()
+        self.server: Any = None
+        self.port = 0
+
+    async def _serve(self, reader: Any, writer: Any) -> None:
+        import asyncio
+
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                self.received += data
+                if b"\r\n\r\n" in data:
+                    writer.write(self.answer)
+                    await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def start(self) -> str:
+        import asyncio
+
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{self.port}"
+
+    async def close(self) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+
+
+@pytest.fixture
+async def raw_backend() -> AsyncIterator[Callable[[bytes], Awaitable[RawBackend]]]:
+    made: list[RawBackend] = []
+
+    async def make(answer: bytes) -> RawBackend:
+        b = RawBackend(answer)
+        await b.start()
+        made.append(b)
+        return b
+
+    yield make
+    for b in reversed(made):
+        await b.close()
