@@ -10,7 +10,7 @@ from .conftest import echo_headers, load, svc
 
 async def test_get_is_forwarded_with_proxy_headers(backend, router, client) -> None:
     url = await backend()
-    r, base = await router([svc(url)])
+    _, base = await router([svc(url)])
     async with client.get(URL(base + "/x/y?q=1&r=%2F", encoded=True), headers={"X-Forwarded-For": "10.9.9.9"}) as resp:
         assert resp.status == 200
         doc = load(await resp.text())

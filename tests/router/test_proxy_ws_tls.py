@@ -1,0 +1,162 @@
+"""WebSocket pass-through, https backends with a CA made here, HTTPS listeners and the
+plain->HTTPS redirect, admin /metrics and /v1/status."""
+
+from __future__ import annotations
+
+import ssl
+import subprocess
+from pathlib import Path
+
+import pytest
+from aiohttp import WSMsgType, web
+
+from .conftest import svc
+
+
+async def ws_echo(request: web.Request) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(protocols=("chat",), autoping=False)
+    await ws.prepare(request)
+    async for msg in ws:
+        if msg.type is WSMsgType.TEXT:
+            if msg.data == "close-4001":
+                await ws.close(code=4001, message=b"backend says bye")
+                break
+            await ws.send_str("echo:" + msg.data)
+        elif msg.type is WSMsgType.BINARY:
+            await ws.send_bytes(msg.data[::-1])
+        elif msg.type is WSMsgType.PING:
+            await ws.pong(b"pong:" + msg.data)
+    return ws
+
+
+async def test_websocket_echo_both_ways_with_close_codes(backend, router, client) -> None:
+    url = await backend(ws_echo)
+    _, base = await router([svc(url)])
+    async with client.ws_connect(base + "/ws", protocols=("chat",), autoping=False) as ws:
+        assert ws.protocol == "chat"
+        await ws.send_str("hi")
+        assert (await ws.receive()).data == "echo:hi"
+        await ws.send_bytes(b"\x01\x02\x03")
+        assert (await ws.receive()).data == b"\x03\x02\x01"
+        await ws.ping(b"p")
+        msg = await ws.receive()
+        assert (msg.type, msg.data) == (WSMsgType.PONG, b"pong:p")
+        await ws.send_str("close-4001")
+        msg = await ws.receive()
+        assert msg.type is WSMsgType.CLOSE
+        assert (msg.data, msg.extra) == (4001, "backend says bye")
+    # The client closing with its own code reaches the backend.
+    codes: list[int | None] = []
+
+    async def record(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for _ in ws:
+            pass
+        codes.append(ws.close_code)
+        return ws
+
+    url2 = await backend(record)
+    _, base2 = await router([svc(url2)])
+    async with client.ws_connect(base2 + "/ws") as ws:
+        await ws.close(code=4002, message=b"client bye")
+    from tests.helpers import wait_for
+
+    await wait_for(lambda: codes, what="backend saw the close")
+    assert codes == [4002]
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A throwaway CA and a server cert for 127.0.0.1 signed by it (openssl CLI)."""
+    d = tmp_path_factory.mktemp("pki")
+
+    def sh(*args: str) -> None:
+        subprocess.run(args, cwd=d, check=True, capture_output=True)
+
+    sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+       "-days", "2", "-subj", "/CN=hotspare test CA")
+    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    sh("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "srv.key", "-out", "srv.csr", "-subj", "/CN=127.0.0.1")
+    sh("openssl", "x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+       "-out", "srv.pem", "-days", "2", "-extfile", "ext.cnf")
+    return d
+
+
+def _server_ctx(pki: Path) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(pki / "srv.pem", pki / "srv.key")
+    return ctx
+
+
+async def test_https_backend_verified_against_ca_file(backend, router, client, pki: Path) -> None:
+    async def h(request: web.Request) -> web.Response:
+        return web.Response(text="secure")
+
+    url = await backend(h, ssl_context=_server_ctx(pki))
+    _, base = await router(
+        [
+            {"name": "trusted", "path_prefix": "/t", "backends": [{"name": "a", "url": url, "ca_file": str(pki / "ca.pem")}]},
+            {"name": "untrusted", "path_prefix": "/u", "backends": [{"name": "a", "url": url}]},
+            {"name": "unverified", "path_prefix": "/n", "backends": [{"name": "a", "url": url, "verify_tls": False}]},
+        ]
+    )
+    async with client.get(base + "/t") as resp:
+        assert (resp.status, await resp.text()) == (200, "secure")
+    async with client.get(base + "/u") as resp:
+        assert resp.status == 502
+        assert "certificate" in await resp.text()
+    async with client.get(base + "/n") as resp:
+        assert resp.status == 200
+
+
+async def test_https_listener_and_redirect(backend, router, client, pki: Path) -> None:
+    url = await backend()
+    r, _ = await router(
+        [svc(url)],
+        listen=[
+            {"address": "127.0.0.1:0", "cert": str(pki / "srv.pem"), "key": str(pki / "srv.key")},
+            {"address": "127.0.0.1:0", "redirect_to_https": True, "https_port": 8443},
+        ],
+    )
+    assert r.bound is not None
+    (_, p1), (_, p2) = r.bound.listeners
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    async with client.get(f"https://127.0.0.1:{p1}/s", ssl=ctx) as resp:
+        assert resp.status == 200
+        doc = await resp.json()
+        proto = [v for k, v in doc["headers"] if k.lower() == "x-forwarded-proto"]
+        assert proto == ["https"]
+    async with client.post(f"http://127.0.0.1:{p2}/login?x=1", headers={"Host": "lib.example"}, allow_redirects=False) as resp:
+        assert resp.status == 308
+        assert resp.headers["Location"] == "https://lib.example:8443/login?x=1"
+
+
+async def test_admin_status_and_metrics(backend, router, client) -> None:
+    url = await backend()
+    r, base = await router([svc(url, "http://127.0.0.1:9")])
+    async with client.get(base + "/m") as resp:
+        assert resp.status == 200
+    host, port = r.bound.admin
+    async with client.get(f"http://{host}:{port}/v1/status") as resp:
+        doc = await resp.json()
+    assert doc == {
+        "services": [
+            {
+                "name": "app",
+                "active": "a",
+                "epoch": 0,
+                "state": "active",
+                "backends": [
+                    {"name": "a", "url": url, "healthy": None},
+                    {"name": "b", "url": "http://127.0.0.1:9", "healthy": None},
+                ],
+            }
+        ]
+    }
+    async with client.get(f"http://{host}:{port}/metrics") as resp:
+        text = await resp.text()
+    assert 'hotspare_requests_total{backend="a",code="2xx",method="GET",service="app"}' in text
+    assert 'hotspare_active_backend{backend="a",service="app"} 1.0' in text
+    assert 'hotspare_active_backend{backend="b",service="app"} 0.0' in text
+    assert 'hotspare_epoch{service="app"} 0.0' in text
