@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import signal
 import sys
 import tempfile
@@ -350,10 +349,13 @@ def main(argv: list[str] | None = None) -> int:
     print(HEADER)
     for line in medians:
         print(line)
-    if any(d for v in details.values() if isinstance(v, dict) for d in v["duplicate_post_ids"]):
-        print("\nduplicate POST ids:", json.dumps(
-            {k: v["duplicate_post_ids"] for k, v in details.items()
-             if isinstance(v, dict) and v["duplicate_post_ids"]}))
+    dupes = {k: v["duplicate_post_ids"] for k, v in details.items()
+             if isinstance(v, dict) and v["duplicate_post_ids"]}
+    if dupes:
+        print("\nPOSTs executed twice (first ids of each run):")
+        for key, ids in dupes.items():
+            assert isinstance(ids, list)
+            print(f"  {key}: {len(ids)}: {', '.join(ids[:4])}{' ...' if len(ids) > 4 else ''}")
     return 0
 
 
