@@ -1,0 +1,66 @@
+"""Unit tests of service lookup and the static Director (no sockets)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hotspare.router.config import parse_config
+from hotspare.router.director import Director, Outcome, OutcomeKind, Route
+from hotspare.router.routes import ServiceTable, normalize_host
+
+
+def _table(services: list[dict[str, Any]]) -> ServiceTable:
+    cfg = parse_config({"listen": ["127.0.0.1:0"], "services": services})
+    # The lookup only needs names; stand-in runtime objects (any object with .name).
+    runtimes = {s.name: s for s in cfg.services}
+    return ServiceTable(cfg, runtimes)  # type: ignore[arg-type]
+
+
+def _svc(name: str, prefix: str = "/", hosts: list[str] | None = None) -> dict[str, Any]:
+    return {"name": name, "path_prefix": prefix, "hosts": hosts or [], "backends": [{"name": "a", "url": "http://127.0.0.1:1"}]}
+
+
+def test_normalize_host() -> None:
+    assert normalize_host("Lib.Example:8080") == "lib.example"
+    assert normalize_host("[::1]:80") == "::1"
+    assert normalize_host("lib.example.") == "lib.example"
+
+
+def test_lookup() -> None:
+    t = _table([_svc("root"), _svc("api", "/api/"), _svc("v2", "/api/v2", ["lib.example"]), _svc("only", "/only", ["x.example"])])
+
+    def name(host: str, path: str) -> str | None:
+        rt = t.lookup(host, path)
+        return rt.name if rt is not None else None
+
+    assert name("a", "/") == "root"
+    assert name("a", "/api") == "api"
+    assert name("a", "/api/") == "api"
+    assert name("a", "/apix") == "root"
+    assert name("lib.example:1", "/api/v2/q") == "v2"
+    assert name("lib.example", "/api/v3") == "api"
+    assert name("x.example", "/") == "root"  # host table misses: any-host services answer
+    assert name("x.example", "/only/1") == "only"
+    assert name("y.example", "/only/1") == "root"
+
+
+def test_lookup_without_catch_all_misses() -> None:
+    t = _table([_svc("api", "/api", ["lib.example"])])
+    assert t.lookup("lib.example", "/") is None
+    assert t.lookup("other", "/api") is None
+
+
+def test_static_director() -> None:
+    cfg = parse_config(
+        {
+            "listen": ["127.0.0.1:0"],
+            "services": [{"name": "s", "backends": [{"name": "a", "url": "http://127.0.0.1:1"}, {"name": "b", "url": "http://127.0.0.1:2"}]}],
+        }
+    )
+    d = Director(cfg.services[0])
+    assert d.route() == Route(cfg.services[0].backends[0], 0)
+    d.report("a", Outcome(OutcomeKind.CONNECT_FAILED))
+    assert d.route().backend.name == "a"
+    snap = d.snapshot()
+    assert (snap.active, snap.epoch, snap.state) == ("a", 0, "active")
+    assert [b.name for b in snap.backends] == ["a", "b"]
