@@ -197,7 +197,9 @@ class HealthConfig(StrictModel):
     interval: Duration = 1.0
     # Probe interval while a backend is suspect (a failed probe or traffic error).
     fast_interval: Duration = 0.1
-    timeout: Duration = 1.0
+    # 500ms: a hang is declared when a request has waited this long AND a confirming
+    # probe times out too (about 1s in all); one slow request alone never counts.
+    timeout: Duration = 0.5
     rise: int = Field(default=2, ge=1)
     fall: int = Field(default=3, ge=1)
     expect_status: frozenset[int] = frozenset(range(200, 400))
