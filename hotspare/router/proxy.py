@@ -329,11 +329,11 @@ class Proxy:
         """Copy the backend's body to the client. Returns the bytes sent."""
         sent = 0
         content = upstream.content
-        conn = upstream.connection
-        if conn is not None and conn.protocol is not None:
-            conn.protocol.read_timeout = svc.idle or None  # from now on sock_read = idle
         idle = svc.idle or None
+        writing = False  # which side a stall belongs to when the idle deadline passes
         try:
+            # One deadline for the whole copy, pushed forward after every chunk: cheaper
+            # than a timer per read and per write.
             async with asyncio.timeout(idle) as deadline:
                 loop = asyncio.get_running_loop()
                 while True:
@@ -343,31 +343,48 @@ class Proxy:
                         raise translate(exc, backend) from exc
                     if not chunk:
                         break
+                    writing = True
                     await resp.write(chunk)
+                    writing = False
                     sent += len(chunk)
                     if idle is not None:
                         deadline.reschedule(loop.time() + idle)
             await resp.write_eof()
         except UpstreamError as err:
-            svc.director.report(backend, _OUTCOME.get(type(err), OUTCOME_RESET))
-            metrics.UPSTREAM_ERRORS.labels(svc.name, backend, err.metric_cause).inc()
-            log.error(
-                "%s after %d body bytes; aborted the response to %s %s id=%s",
-                err.cause, sent, request.method, request.path, request_id,
-            )
-            upstream.close()
-            self._abort(request)
+            self._body_failed(svc, request, request_id, upstream, err, backend, sent)
         except TimeoutError:
-            # Either side stalled longer than `idle` while the body streamed.
-            log.warning(
-                "response body stalled for %ss (client or backend %s); aborted %s %s id=%s",
-                svc.idle, backend, request.method, request.path, request_id,
-            )
-            upstream.close()
-            self._abort(request)
+            if writing:  # the client stopped reading: not the backend's fault
+                log.warning(
+                    "client stopped reading for %ss; aborted %s %s id=%s",
+                    svc.idle, request.method, request.path, request_id,
+                )
+                upstream.close()
+                self._abort(request)
+            else:
+                stalled = UpstreamTimeout(f"backend {backend} stalled for {svc.idle}s mid-body")
+                self._body_failed(svc, request, request_id, upstream, stalled, backend, sent)
         except (ConnectionError, aiohttp.ClientConnectionResetError):
             upstream.close()  # the client went away: not the backend's fault
         return sent
+
+    def _body_failed(
+        self,
+        svc: ServiceRuntime,
+        request: BaseRequest,
+        request_id: str,
+        upstream: aiohttp.ClientResponse,
+        err: UpstreamError,
+        backend: str,
+        sent: int,
+    ) -> None:
+        svc.director.report(backend, _OUTCOME.get(type(err), OUTCOME_RESET))
+        metrics.UPSTREAM_ERRORS.labels(svc.name, backend, err.metric_cause).inc()
+        log.error(
+            "%s after %d body bytes; aborted the response to %s %s id=%s",
+            err.cause, sent, request.method, request.path, request_id,
+        )
+        upstream.close()
+        self._abort(request)
 
     @staticmethod
     def _abort(request: BaseRequest) -> None:

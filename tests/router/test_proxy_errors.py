@@ -171,3 +171,29 @@ async def _until(cond) -> None:  # type: ignore[no-untyped-def]
     from tests.helpers import wait_for
 
     await wait_for(cond, timeout=10)
+
+
+async def test_body_stall_longer_than_idle_aborts_and_reports_timeout(router, client) -> None:
+    release = asyncio.Event()
+
+    async def stall(reader, writer):  # type: ignore[no-untyped-def]
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10000\r\n\r\n" + b"s" * 100)
+        await writer.drain()
+        await release.wait()
+        writer.close()
+
+    server = await asyncio.start_server(stall, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        r, base = await router([svc(f"http://127.0.0.1:{port}", timeouts={"idle": "300ms"})])
+        seen = _record(r)
+        async with client.get(base + "/stall") as resp:
+            assert resp.status == 200
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await resp.read()
+        assert seen[-1] == ("a", Outcome(OutcomeKind.TIMEOUT))
+    finally:
+        release.set()
+        server.close()
+        await server.wait_closed()
