@@ -253,6 +253,11 @@ def seed(data: Path) -> None:
 async def serve(name: str, data: Path, host: str, port: int) -> None:
     for sub in ("index", "jobs/reports"):
         (data / sub).mkdir(parents=True, exist_ok=True)
+    # Handlers first: a SIGTERM right after the "listening" line must stop us cleanly.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)  # handlers only set a flag
     runner = web.AppRunner(build_app(name, data), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
@@ -260,10 +265,6 @@ async def serve(name: str, data: Path, host: str, port: int) -> None:
     bound_host, bound_port = runner.addresses[0][:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     print(f"demo app {name} listening on http://{shown}:{bound_port} (data {data})", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)  # handlers only set a flag
     try:
         await stop.wait()
     finally:

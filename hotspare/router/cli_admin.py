@@ -170,7 +170,7 @@ def format_status(snapshot: Mapping[str, Any], now: float, events: int = 5) -> s
         flags = []
         if s.get("held_requests"):
             flags.append(f"{s['held_requests']} held")
-        if s.get("fencing_on_hold"):
+        if s.get("fencing_on_hold") or s.get("state") == "fence_hold":
             flags.append("FENCING ON HOLD")
         rows.append([_s(s.get("name")), _s(s.get("state")).upper(), _s(s.get("active")),
                      _s(s.get("epoch")), spare_text, ", ".join(flags)])

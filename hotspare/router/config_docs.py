@@ -285,7 +285,7 @@ def _sections(
 
 
 def _anchor(path: str) -> str:
-    return re.sub(r"[^a-z0-9 -]", "", path.lower()).replace(" ", "-")
+    return re.sub(r"[^a-z0-9 _-]", "", path.lower()).replace(" ", "-")
 
 
 def _cell(text: str) -> str:

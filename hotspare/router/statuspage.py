@@ -53,7 +53,7 @@ REFRESH_SECONDS = 2
 SPARE_LAG_WARN_SECONDS = 30.0
 MAX_EVENTS = 20
 
-_STATE_CLASS = {"active": "ok", "promoting": "warn", "degraded": "bad"}
+_STATE_CLASS = {"active": "ok", "promoting": "warn", "degraded": "bad", "fence_hold": "bad"}
 
 
 def _e(value: object) -> str:
@@ -166,7 +166,7 @@ def _service_section(service: Mapping[str, Any]) -> str:
     held = service.get("held_requests")
     if isinstance(held, int) and held > 0:
         extra.append(f'<span class="warn">{held} request(s) held</span>')
-    if service.get("fencing_on_hold"):
+    if service.get("fencing_on_hold") or state == "fence_hold":
         extra.append('<span class="bad">fencing on hold: operator action needed</span>')
     return f"""
 <section class="service" data-service="{_e(service.get("name"))}">

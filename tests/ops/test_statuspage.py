@@ -89,6 +89,8 @@ def test_degraded_promoting_held_and_fencing_hold_are_visible() -> None:
     assert "7 request(s) held" in page
     assert "fencing on hold" in page
     assert 'class="state warn">PROMOTING' in render_status_page(snapshot(state="promoting"))
+    page = render_status_page(snapshot(state="fence_hold"))
+    assert 'class="state bad">FENCE_HOLD' in page and "fencing on hold: operator action needed" in page
 
 
 def test_values_are_escaped() -> None:
