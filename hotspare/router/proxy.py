@@ -56,6 +56,7 @@ from .errors import (
 from .headers import request_headers, response_headers, sane_request_id
 from .routes import ServiceRuntime, ServiceTable
 from .upstream import translate
+from .websocket import proxy_websocket
 
 __all__ = ["Proxy"]
 
@@ -189,8 +190,6 @@ class Proxy:
             try:
                 upgrade = headers.get("Upgrade")
                 if upgrade is not None and upgrade.lower() == "websocket" and request.method == "GET":
-                    from .websocket import proxy_websocket
-
                     backend_name = svc.director.route().backend.name
                     resp = await proxy_websocket(self, svc, request, request_id)
                     status = resp.status
