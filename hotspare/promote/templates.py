@@ -75,7 +75,8 @@ def check(text: str) -> str:
     for name in names_in(text):
         if name not in TEMPLATE_NAMES:
             known = ", ".join("{" + n + "}" for n in TEMPLATE_NAMES)
-            raise ValueError(f"unknown template {{{name}}} in {text!r}; expected one of {known}")
+            shown = text if len(text) <= 80 else text[:77] + "..."
+            raise ValueError(f"unknown template {{{name}}} in {shown!r}; expected one of {known}")
     return text
 
 
