@@ -127,6 +127,8 @@ class Agent:
             await self._session.close()
 
     async def _stop_role(self) -> None:
+        for src in self.sources.values():
+            src.close()
         await _cancel_all(self._role_tasks)
         for sink in self.sinks.values():
             sink.close()

@@ -171,7 +171,7 @@ class ReplicaWriter:
         dfd = _walk_parent(self.root, rel, create=True, verified=None)
         try:
             name = f"{TMP_PREFIX}{tag}"
-            flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW
+            flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW  # read: resume hashes the prefix
             if not append:
                 flags |= os.O_TRUNC
             fd = os.open(name, flags, 0o600, dir_fd=dfd)

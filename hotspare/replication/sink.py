@@ -155,7 +155,7 @@ class RootSink:
                 self._publish()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
-            except (UnsafePath, ValueError, KeyError) as exc:
+            except Exception as exc:
                 self.fresh.error = f"{type(exc).__name__}: {exc}"
                 self._count_error()
                 log.exception("root %s: unexpected error; retrying in %.1fs", self.name, backoff)
@@ -163,7 +163,11 @@ class RootSink:
                 backoff = min(backoff * 2, 10.0)
 
     async def _follow(self) -> None:
-        next_reconcile = time.monotonic() + self.settings.reconcile_interval
+        # Transfers that failed are retried by an early reconcile, not the long timer.
+        interval = self.settings.reconcile_interval
+        if self.fresh.pending:
+            interval = min(interval, 5.0)
+        next_reconcile = time.monotonic() + interval
         while True:
             left = next_reconcile - time.monotonic()
             if left <= 0 or self._reconcile_now.is_set():
@@ -349,7 +353,15 @@ class RootSink:
 
         async def guarded(coro: Any) -> int:
             async with self._sem:
-                return int(await coro)
+                try:
+                    return int(await coro)
+                except (aiohttp.ClientError, TransferFailed, ProtocolError, OSError, UnsafePath,
+                        TimeoutError, asyncio.IncompleteReadError) as exc:
+                    # One failed transfer stays pending; the others go on.
+                    self._count_error()
+                    self.fresh.error = f"{type(exc).__name__}: {exc}"
+                    log.warning("root %s: transfer failed: %s", self.name, self.fresh.error)
+                    return 1
 
         jobs = [self._bundle(batch) for batch in _batches(small)]
         jobs += [self._large(c) for c in large]
@@ -431,6 +443,7 @@ class RootSink:
             headers = dict(self.headers)
             if have:
                 headers["Range"] = f"bytes={have}-"
+                log.info("root %s: resuming %s at byte %d", self.name, encode_wire(c.path), have)
             async with self.session.get(
                 f"{self.url}/file", params={"path": encode_wire(c.path)}, headers=headers
             ) as resp:

@@ -68,6 +68,7 @@ class RootSource:
         self._kick = asyncio.Event()
         self._root_ino: int | None = None
         self.available = False
+        self.closed = False
         self.last_rescan: float | None = None
 
     # -- state ---------------------------------------------------------------------
@@ -100,6 +101,11 @@ class RootSource:
         if force or nonempty:
             (self.root / self.marker).write_text("hotspare replication root\n")
             log.info("root %s: created marker %s", self.name, self.root / self.marker)
+
+    def close(self) -> None:
+        """Stop serving: long polls answer at once (the listener can then shut down)."""
+        self.closed = True
+        self._notify()
 
     def _notify(self) -> None:
         self._changed.set()
@@ -180,7 +186,7 @@ class RootSource:
                         self._kick.set()
                     if self._root_ino_changed():
                         break
-            except Exception as exc:  # noqa: BLE001 - the watcher is restarted, never fatal
+            except Exception as exc:
                 # watchfiles raises (inside an exception group) on a name that is not
                 # UTF-8, and when the root disappears; a rescan covers what it dropped.
                 log.info("root %s: watcher restarted after %s", self.name, _first_error(exc))
@@ -274,6 +280,8 @@ class RootSource:
         run_id = request.query.get("run", "")
         deadline = time.monotonic() + wait
         while True:
+            if self.closed:
+                return web.json_response({"error": f"root {self.name}: no longer served here"}, status=503)
             if not self.available:
                 return self._unavailable()
             batch = self.log.since(since, run_id)
