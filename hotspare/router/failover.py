@@ -9,17 +9,23 @@ Rules:
    one the machine refuses (a switchover to an unhealthy backend), raises and changes
    nothing. The docs' diagram is drawn from the same table (``failover_diagram``).
 3. Every change of state carries a typed :class:`~hotspare.router.causes.Cause`.
-4. The epoch grows by one at every change of active and :class:`PersistState` comes
-   before :class:`RouteTo` in the same action list: the dispatcher performs actions in
-   order and stops at the first that fails, so traffic never reaches a new active whose
-   epoch is not on disk. A failed or held promotion burns no epoch; a retry reuses it.
+4. The epoch is the fencing token. Every promotion attempt takes a new one and persists
+   it (still on the old active) BEFORE the pipeline runs, as the pipeline expects: a
+   token is never issued twice, even across a router crash. Success persists the new
+   active with that same epoch BEFORE :class:`RouteTo`. The dispatcher performs actions
+   in order and stops at the first that fails, so traffic never reaches a new active
+   whose epoch is not on disk. A failed attempt burns its epoch: the epoch grows by one
+   at every change of active, and by one more for each attempt that did not change it.
 5. Never fail over to a backend that fails its own probes: stay, refuse with 503 and
    Retry-After, raise an alarm. (Backends start healthy until a probe says otherwise.)
 6. No automatic failback: after a→b, ``a`` is the spare and nothing automatic makes it
    active again except ``b`` failing in turn, and not within ``hold_down`` seconds of
    the last promotion attempt (successful or not): no flapping.
-7. A failed promotion leaves the service DEGRADED (503s, alarm) until the old active
-   passes its probes again or an operator acts; it is not retried automatically.
+7. A failed promotion goes back to the old active if it still passes its probes (a
+   planned switchover that failed, a false alarm), else leaves the service DEGRADED
+   (503s, alarm) until the old active passes its probes again or an operator acts; it is
+   not retried automatically. FENCE_HOLD resumes the same run (same epoch) when an
+   operator confirms the old active is fenced.
 8. While PROMOTING, new requests are held (bounded by the hold queue) and, when the old
    active was declared dead, requests in flight to it are aborted at once (replayed or
    answered 502 by the proxy). A planned switchover lets them finish.
@@ -38,6 +44,7 @@ __all__ = [
     "TRANSITIONS",
     "AbortInflight",
     "Action",
+    "AdminConfirmFenced",
     "AdminFailover",
     "AdminResume",
     "AdminSwitchover",
@@ -85,7 +92,8 @@ class Timer(Enum):
     HOLD_DOWN = "hold_down"  # the hold-down after the last promotion is over
 
 
-Trigger = Literal["automatic", "switchover", "failover"]
+# The promotion pipeline's own words: failover = automatic, manual = forced by an operator.
+Trigger = Literal["failover", "switchover", "manual"]
 
 
 class FailoverError(Exception):
@@ -153,6 +161,13 @@ class AdminFailover:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminConfirmFenced:
+    """Operator, in FENCE_HOLD: the old active is fenced; resume the held promotion."""
+
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
 class AdminResume:
     """Operator: route to the current active again (leave DEGRADED or FENCE_HOLD)."""
 
@@ -173,6 +188,7 @@ Event = (
     | PromotionOnHold
     | AdminSwitchover
     | AdminFailover
+    | AdminConfirmFenced
     | AdminResume
     | TimerFired
 )
@@ -203,9 +219,10 @@ class PersistState:
 class RunPromotion:
     old: str
     new: str
-    epoch: int  # the epoch the new active will have: the fencing token
+    epoch: int  # the epoch the new active will have: the fencing token (already persisted)
     cause: Cause
     trigger: Trigger
+    resume: bool = False  # continue the run that stopped in FENCE_HOLD, after its fence step
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,15 +336,19 @@ TRANSITIONS: Mapping[State, Mapping[type[Event], tuple[Edge, ...]]] = {
     },
     P: {
         PromotionSucceeded: (Edge(A, "pipeline ok and new active ready (epoch+1 persisted first)"),),
-        PromotionFailed: (Edge(D, "pipeline failed / new active not ready"),),
+        PromotionFailed: (
+            Edge(A, "pipeline failed, old active still passes its probes"),
+            Edge(D, "pipeline failed / new active not ready, old active down"),
+        ),
         PromotionOnHold: (Edge(F, "fencing failed, policy hold"),),
         BackendDown: (Edge(P, "health bookkeeping"),),
         BackendUp: (Edge(P, "health bookkeeping"),),
         TimerFired: (Edge(P, "hold.max_time: refuse held requests"),),
     },
     F: {
-        AdminFailover: (Edge(P, "operator confirms fencing"),),
-        AdminSwitchover: (Edge(P, "operator confirms fencing"),),
+        AdminConfirmFenced: (Edge(P, "operator confirms the old active is fenced - resume the run"),),
+        AdminFailover: (Edge(P, "operator starts a new promotion"),),
+        AdminSwitchover: (Edge(P, "operator starts a new promotion"),),
         AdminResume: (Edge(A, "operator keeps the old active"),),
         BackendDown: (Edge(F, "health bookkeeping"),),
         BackendUp: (Edge(F, "health bookkeeping"),),
@@ -456,7 +477,7 @@ class FailoverMachine:
 
     def _active_AdminFailover(self, e: AdminFailover) -> list[Action]:
         self._check_target(e.to, need_healthy=False)
-        return self._promote(e.now, e.to, Cause.ADMIN, "failover", e.now)
+        return self._promote(e.now, e.to, Cause.ADMIN, "manual", e.now)
 
     def _active_TimerFired(self, e: TimerFired) -> list[Action]:
         return []
@@ -465,11 +486,11 @@ class FailoverMachine:
 
     def _promoting_PromotionSucceeded(self, e: PromotionSucceeded) -> list[Action]:
         p = self._need_promotion()
-        old, epoch = self.active, self.epoch + 1
+        old, epoch = self.active, self.epoch
         self._promotion = None
         self._last_attempt = e.now
         self._down_since = None
-        self.active, self.epoch = p.new, epoch
+        self.active = p.new
         return [
             PersistState(p.new, epoch),
             self._move(State.ACTIVE, Cause.PROMOTED, f"{p.new} is the active (epoch {epoch}), was {old}"),
@@ -483,6 +504,15 @@ class FailoverMachine:
         p = self._need_promotion()
         self._promotion = None
         self._last_attempt = e.now
+        if self.healthy[self.active]:
+            msg = f"promotion of {p.new} failed ({e.reason}); {self.active} passes its probes and stays active"
+            return [
+                self._move(State.ACTIVE, Cause.PROMOTION_FAILED, msg),
+                CancelTimer(Timer.HOLD),
+                RouteTo(self.active, self.epoch),
+                ReleaseHeld(self.active, self.epoch),
+                RaiseAlarm(Cause.PROMOTION_FAILED, msg),
+            ]
         msg = f"promotion of {p.new} failed ({e.reason}); {self.active} stays active but DOWN"
         return [
             self._move(State.DEGRADED, Cause.PROMOTION_FAILED, msg),
@@ -492,8 +522,7 @@ class FailoverMachine:
         ]
 
     def _promoting_PromotionOnHold(self, e: PromotionOnHold) -> list[Action]:
-        p = self._need_promotion()
-        self._promotion = None
+        p = self._need_promotion()  # kept: AdminConfirmFenced resumes it
         self._last_attempt = e.now
         msg = (f"fencing {p.old} failed ({e.reason}); traffic held until an operator confirms "
                f"it is fenced (failover to {p.new}) or resumes {p.old}")
@@ -516,15 +545,26 @@ class FailoverMachine:
 
     # -- FENCE_HOLD -----------------------------------------------------------------------
 
+    def _fence_hold_AdminConfirmFenced(self, e: AdminConfirmFenced) -> list[Action]:
+        p = self._need_promotion()
+        return [
+            self._move(State.PROMOTING, Cause.ADMIN, f"operator confirmed {p.old} is fenced; "
+                       f"resuming the promotion of {p.new} (epoch {self.epoch})"),
+            HoldTraffic(),
+            SetTimer(Timer.HOLD, self.settings.hold_max_time),
+            RunPromotion(p.old, p.new, self.epoch, p.cause, p.trigger, resume=True),
+        ]
+
     def _fence_hold_AdminFailover(self, e: AdminFailover) -> list[Action]:
         self._check_target(e.to, need_healthy=False)
-        return self._promote(e.now, e.to, Cause.ADMIN, "failover", self._since(e.now))
+        return self._promote(e.now, e.to, Cause.ADMIN, "manual", self._since(e.now))
 
     def _fence_hold_AdminSwitchover(self, e: AdminSwitchover) -> list[Action]:
         self._check_target(e.to, need_healthy=True)
-        return self._promote(e.now, e.to, Cause.ADMIN, "failover", self._since(e.now))
+        return self._promote(e.now, e.to, Cause.ADMIN, "manual", self._since(e.now))
 
     def _fence_hold_AdminResume(self, e: AdminResume) -> list[Action]:
+        self._promotion = None
         return self._resume(Cause.ADMIN, f"operator resumed {self.active}")
 
     def _fence_hold_BackendDown(self, e: BackendDown) -> list[Action]:
@@ -561,12 +601,12 @@ class FailoverMachine:
 
     def _degraded_AdminFailover(self, e: AdminFailover) -> list[Action]:
         self._check_target(e.to, need_healthy=False)
-        return self._promote(e.now, e.to, Cause.ADMIN, "failover", e.now)
+        return self._promote(e.now, e.to, Cause.ADMIN, "manual", e.now)
 
     def _degraded_AdminSwitchover(self, e: AdminSwitchover) -> list[Action]:
         # The active is down: there is nothing to sync from, so this is a failover.
         self._check_target(e.to, need_healthy=True)
-        return self._promote(e.now, e.to, Cause.ADMIN, "failover", e.now)
+        return self._promote(e.now, e.to, Cause.ADMIN, "manual", e.now)
 
     def _degraded_AdminResume(self, e: AdminResume) -> list[Action]:
         return self._resume(Cause.ADMIN, f"operator resumed {self.active}")
@@ -591,20 +631,23 @@ class FailoverMachine:
             if self.state is not State.DEGRADED or self.cause is not Cause.SPARE_UNHEALTHY:
                 out.append(self._move(State.DEGRADED, Cause.SPARE_UNHEALTHY, msg))
             return [*out, *self._refuse_new(msg), RaiseAlarm(Cause.SPARE_UNHEALTHY, msg)]
-        return self._promote(now, spare, self._down_cause, "automatic", self._since(now))
+        return self._promote(now, spare, self._down_cause, "failover", self._since(now))
 
     def _promote(self, now: float, new: str, cause: Cause, trigger: Trigger, since: float) -> list[Action]:
         old = self.active
         self._promotion = _Promotion(old, new, cause, trigger, since)
+        self.epoch += 1
         out: list[Action] = [
-            self._move(State.PROMOTING, cause, f"promoting {new} in place of {old} ({trigger}, {cause})"),
+            self._move(State.PROMOTING, cause,
+                       f"promoting {new} in place of {old} ({trigger}, {cause}, epoch {self.epoch})"),
+            PersistState(old, self.epoch),
             CancelTimer(Timer.HOLD_DOWN),
             HoldTraffic(),
             SetTimer(Timer.HOLD, self.settings.hold_max_time),
         ]
         if trigger != "switchover":
             out.append(AbortInflight(old))
-        out.append(RunPromotion(old, new, self.epoch + 1, cause, trigger))
+        out.append(RunPromotion(old, new, self.epoch, cause, trigger))
         return out
 
     def _resume(self, cause: Cause, msg: str) -> list[Action]:

@@ -15,6 +15,7 @@ from hotspare.router.failover import (
     TRANSITIONS,
     AbortInflight,
     Action,
+    AdminConfirmFenced,
     AdminFailover,
     AdminResume,
     AdminSwitchover,
@@ -62,12 +63,12 @@ def play(m: FailoverMachine, steps: list[tuple[Event, list[Action]]]) -> None:
         assert got == expected, f"step {i} ({event}): got {got}"
 
 
-def promoting(old: str, new: str, epoch: int, cause: Cause, trigger: str = "automatic",
-              abort: bool = True, active_epoch: int | None = None) -> list[Action]:
-    e = epoch - 1 if active_epoch is None else active_epoch
+def promoting(old: str, new: str, epoch: int, cause: Cause, trigger: str = "failover",
+              abort: bool = True, source: State = State.ACTIVE) -> list[Action]:
     out: list[Action] = [
-        StateChanged(State.ACTIVE, State.PROMOTING, old, e, cause,
-                     f"promoting {new} in place of {old} ({trigger}, {cause})"),
+        StateChanged(source, State.PROMOTING, old, epoch, cause,
+                     f"promoting {new} in place of {old} ({trigger}, {cause}, epoch {epoch})"),
+        PersistState(old, epoch),  # the new token is on disk before the pipeline runs
         CancelTimer(Timer.HOLD_DOWN),
         HoldTraffic(),
         SetTimer(Timer.HOLD, 10.0),
@@ -129,12 +130,7 @@ def test_spare_that_fails_its_probes_is_never_promoted() -> None:
     ])
     assert m.snapshot().cause is Cause.SPARE_UNHEALTHY
     # The spare coming back while the active is still down: now promote it.
-    play(m, [(BackendUp(3.0, "b"), [
-        StateChanged(State.DEGRADED, State.PROMOTING, "a", 0, Cause.PROBE_FAILED,
-                     "promoting b in place of a (automatic, probe_failed)"),
-        CancelTimer(Timer.HOLD_DOWN), HoldTraffic(), SetTimer(Timer.HOLD, 10.0), AbortInflight("a"),
-        RunPromotion("a", "b", 1, Cause.PROBE_FAILED, "automatic"),
-    ])])
+    play(m, [(BackendUp(3.0, "b"), promoting("a", "b", 1, Cause.PROBE_FAILED, source=State.DEGRADED))])
 
 
 def test_degraded_service_recovers_when_its_active_passes_probes_again() -> None:
@@ -154,7 +150,7 @@ def test_failed_promotion_degrades_refuses_held_and_is_not_retried() -> None:
     msg = "promotion of b failed (b not ready after 30s); a stays active but DOWN"
     play(m, [
         (PromotionFailed(31.0, "b not ready after 30s"), [
-            StateChanged(State.PROMOTING, State.DEGRADED, "a", 0, Cause.PROMOTION_FAILED, msg),
+            StateChanged(State.PROMOTING, State.DEGRADED, "a", 1, Cause.PROMOTION_FAILED, msg),
             CancelTimer(Timer.HOLD),
             RefuseHeld(503, 5, "promotion of b failed"),
             RefuseTraffic(503, 5, "promotion of b failed"),
@@ -164,7 +160,19 @@ def test_failed_promotion_degrades_refuses_held_and_is_not_retried() -> None:
         (BackendDown(32.0, "b", Cause.PROBE_FAILED), []),
         (BackendUp(33.0, "b"), []),
     ])
-    assert (m.state, m.active, m.epoch) == (State.DEGRADED, "a", 0)
+    # The failed attempt burned epoch 1: the next one will use 2.
+    assert (m.state, m.active, m.epoch) == (State.DEGRADED, "a", 1)
+    assert m.handle(AdminFailover(40.0, "b"))[-1] == RunPromotion("a", "b", 2, Cause.ADMIN, "manual")
+
+
+def test_failed_switchover_goes_back_to_the_healthy_old_active() -> None:
+    m = machine()
+    m.handle(AdminSwitchover(1.0, "b"))
+    msg = "promotion of b failed (final sync failed); a passes its probes and stays active"
+    play(m, [(PromotionFailed(3.0, "final sync failed"), [
+        StateChanged(State.PROMOTING, State.ACTIVE, "a", 1, Cause.PROMOTION_FAILED, msg),
+        CancelTimer(Timer.HOLD), RouteTo("a", 1), ReleaseHeld("a", 1), RaiseAlarm(Cause.PROMOTION_FAILED, msg),
+    ])])
 
 
 def test_hold_down_after_a_failover_then_failover_when_it_ends() -> None:
@@ -182,12 +190,8 @@ def test_hold_down_after_a_failover_then_failover_when_it_ends() -> None:
             RaiseAlarm(Cause.HOLD_DOWN, msg),
         ]),
         (TimerFired(301.0, Timer.HOLD), []),  # stale timer of another kind: ignored
-        (TimerFired(301.0, Timer.HOLD_DOWN), [
-            StateChanged(State.DEGRADED, State.PROMOTING, "b", 1, Cause.TRAFFIC_ERRORS,
-                         "promoting a in place of b (automatic, traffic_errors)"),
-            CancelTimer(Timer.HOLD_DOWN), HoldTraffic(), SetTimer(Timer.HOLD, 10.0), AbortInflight("b"),
-            RunPromotion("b", "a", 2, Cause.TRAFFIC_ERRORS, "automatic"),
-        ]),
+        (TimerFired(301.0, Timer.HOLD_DOWN),
+         promoting("b", "a", 2, Cause.TRAFFIC_ERRORS, source=State.DEGRADED)),
         (PromotionSucceeded(302.0), promoted("b", "a", 2, Cause.TRAFFIC_ERRORS, 201.0)),
     ])
 
@@ -247,21 +251,28 @@ def test_fence_hold_waits_for_an_operator() -> None:
            "(failover to b) or resumes a")
     play(m, [
         (PromotionOnHold(2.0, "exit 1"), [
-            StateChanged(State.PROMOTING, State.FENCE_HOLD, "a", 0, Cause.FENCE_FAILED, msg),
+            StateChanged(State.PROMOTING, State.FENCE_HOLD, "a", 1, Cause.FENCE_FAILED, msg),
             RaiseAlarm(Cause.FENCE_FAILED, msg),
         ]),
         (TimerFired(10.0, Timer.HOLD), [
             RefuseHeld(503, 5, "waiting for an operator to confirm fencing"),
             RefuseTraffic(503, 5, "waiting for an operator to confirm fencing"),
         ]),
-        (AdminFailover(60.0, "b"), [
-            StateChanged(State.FENCE_HOLD, State.PROMOTING, "a", 0, Cause.ADMIN,
-                         "promoting b in place of a (failover, admin)"),
-            CancelTimer(Timer.HOLD_DOWN), HoldTraffic(), SetTimer(Timer.HOLD, 10.0), AbortInflight("a"),
-            RunPromotion("a", "b", 1, Cause.ADMIN, "failover"),
+        (AdminConfirmFenced(60.0), [
+            StateChanged(State.FENCE_HOLD, State.PROMOTING, "a", 1, Cause.ADMIN,
+                         "operator confirmed a is fenced; resuming the promotion of b (epoch 1)"),
+            HoldTraffic(), SetTimer(Timer.HOLD, 10.0),
+            RunPromotion("a", "b", 1, Cause.TRAFFIC_ERRORS, "failover", resume=True),
         ]),
-        (PromotionSucceeded(61.0), promoted("a", "b", 1, Cause.ADMIN, 61.0)),
+        (PromotionSucceeded(61.0), promoted("a", "b", 1, Cause.TRAFFIC_ERRORS, 61.0)),
     ])
+
+
+def test_fence_hold_operator_may_start_a_new_promotion_with_a_new_epoch() -> None:
+    m = FailoverMachine(FailoverSettings(backends=("a", "b", "c")), "a", 0)
+    m.handle(BackendDown(0.0, "a", Cause.PROBE_FAILED))
+    m.handle(PromotionOnHold(2.0, "exit 1"))
+    play(m, [(AdminFailover(9.0, "c"), promoting("a", "c", 2, Cause.ADMIN, "manual", source=State.FENCE_HOLD))])
 
 
 def test_operator_resume_from_fence_hold_keeps_the_old_active() -> None:
@@ -269,9 +280,11 @@ def test_operator_resume_from_fence_hold_keeps_the_old_active() -> None:
     m.handle(BackendDown(0.0, "a", Cause.PROBE_FAILED))
     m.handle(PromotionOnHold(1.0, "fence timed out"))
     play(m, [(AdminResume(5.0), [
-        StateChanged(State.FENCE_HOLD, State.ACTIVE, "a", 0, Cause.ADMIN, "operator resumed a"),
-        CancelTimer(Timer.HOLD), CancelTimer(Timer.HOLD_DOWN), RouteTo("a", 0), ReleaseHeld("a", 0),
+        StateChanged(State.FENCE_HOLD, State.ACTIVE, "a", 1, Cause.ADMIN, "operator resumed a"),
+        CancelTimer(Timer.HOLD), CancelTimer(Timer.HOLD_DOWN), RouteTo("a", 1), ReleaseHeld("a", 1),
     ])])
+    with pytest.raises(IllegalEvent, match="AdminConfirmFenced is not allowed in state active"):
+        m.handle(AdminConfirmFenced(6.0))
 
 
 def test_automatic_off_only_raises_an_alarm() -> None:
@@ -287,7 +300,7 @@ def test_first_healthy_spare_in_config_order_is_chosen() -> None:
     m = FailoverMachine(FailoverSettings(backends=("a", "b", "c")), "a", 4)
     m.handle(BackendDown(1.0, "b", Cause.PROBE_FAILED))
     actions = m.handle(BackendDown(2.0, "a", Cause.PROBE_FAILED))
-    assert actions[-1] == RunPromotion("a", "c", 5, Cause.PROBE_FAILED, "automatic")
+    assert actions[-1] == RunPromotion("a", "c", 5, Cause.PROBE_FAILED, "failover")
 
 
 def test_bad_construction_is_named() -> None:
