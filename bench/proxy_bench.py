@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 import urllib.request
@@ -27,6 +28,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.procs import BenchError, Processes, free_port, require_program, sigterm_as_interrupt
+from bench.profile_summary import format_profile, summarise
 from bench.wrk import WrkError, WrkResult, median_result, run_wrk
 
 PROXY_CPU = 0
@@ -37,6 +39,7 @@ BODIES = {"100b": 100, "1mib": 1024 * 1024}
 TARGETS = {"100b": 0.2, "1mib": 0.6}
 REPO = Path(__file__).resolve().parent.parent
 HOTSPARE = REPO / ".venv" / "bin" / "hotspare"
+PY_SPY = REPO / ".venv" / "bin" / "py-spy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +185,37 @@ def print_table(
         print(f"hotspare/HAProxy req/s = {ratio:.2f}  ({verdict} target >= {target})")
 
 
+def profile_hotspare(procs: Processes, port: int, seconds: float, out_dir: Path) -> None:
+    """Sample hotspare with py-spy while wrk loads it, for each body; print where the
+    time goes and keep the raw collapsed stacks in ``out_dir``."""
+    if not PY_SPY.exists():
+        raise BenchError(f"{PY_SPY} not found: .venv/bin/pip install py-spy")
+    pid = next(p.pid for p in procs.procs if p.name == "hotspare")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for body, size in BODIES.items():
+        check_body("hotspare", port, body, size)
+        raw = out_dir / f"hotspare-profile-{body}.txt"
+        # py-spy shares core 1 with wrk and nginx, so the proxy's core stays its own.
+        spy = subprocess.Popen(
+            ["taskset", "-c", str(LOAD_CPU), str(PY_SPY), "record", "--pid", str(pid),
+             "--duration", str(round(seconds)), "--rate", "250", "--format", "raw", "-o", str(raw)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            result = run_wrk(f"http://127.0.0.1:{port}/{body}", connections=CONNECTIONS,
+                             duration=seconds + 1, cpu=LOAD_CPU)
+            _, err = spy.communicate(timeout=seconds + 30)
+        finally:
+            if spy.poll() is None:
+                spy.kill()
+                spy.wait()
+        if spy.returncode != 0 or not raw.exists():
+            raise BenchError(f"py-spy failed ({spy.returncode}): {err.strip()[-500:]}")
+        print(f"\n== hotspare profile, body {body}: {result.requests_per_s:.0f} req/s under "
+              f"py-spy (sampling slows it); raw stacks: {raw}")
+        print(format_profile(summarise(raw.read_text())))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="short run: 3 s per measurement, 1 run")
@@ -193,6 +227,12 @@ def main(argv: list[str] | None = None) -> int:
         "--hold", action="store_true",
         help="after measuring, keep everything running until Ctrl-C (to attach py-spy)",
     )
+    parser.add_argument(
+        "--profile", type=float, metavar="SECONDS",
+        help="instead of comparing, sample hotspare with py-spy under load for SECONDS per body",
+    )
+    parser.add_argument("--profile-out", type=Path, default=Path(tempfile.gettempdir()),
+                        help="where --profile keeps the raw collapsed stacks (default: the temp dir)")
     args = parser.parse_args(argv)
     runs = args.runs or (1 if args.quick else 3)
     duration = args.duration or (3.0 if args.quick else 10.0)
@@ -217,6 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="hotspare-proxy-bench-") as tmp, Processes(Path(tmp)) as procs:
         workdir = Path(tmp)
         start_all(procs, workdir, ports, with_hotspare=with_hotspare)
+        if args.profile:
+            if not with_hotspare:
+                parser.error("--profile needs hotspare")
+            profile_hotspare(procs, ports.hotspare, args.profile, args.profile_out)
+            return 0
         print(f"nginx :{ports.nginx} (cpu {LOAD_CPU}), haproxy :{ports.haproxy} (cpu {PROXY_CPU})"
               + (f", hotspare :{ports.hotspare} (cpu {PROXY_CPU})" if with_hotspare else "")
               + f"; wrk on cpu {LOAD_CPU}; {runs} run(s) x {duration:.0f}s")
