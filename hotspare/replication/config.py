@@ -100,7 +100,7 @@ class ReplicationConfig(StrictModel):
     reconcile_interval: Duration = 300.0
     # A written file is shipped once closed, or once quiet this long where closing
     # cannot be seen.
-    quiet_period: Duration = 0.1
+    quiet_period: Duration = 0.05
     # Parallel transfers per root on the sink.
     transfers: int = Field(default=4, ge=1, le=64)
     # Files smaller than this travel in bundles of many files per request.
