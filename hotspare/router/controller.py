@@ -1,0 +1,339 @@
+"""The I/O shell around one service's failover machine.
+
+Rules:
+
+1. One :class:`~hotspare.router.failover.FailoverMachine` per service; every event
+   (health transitions, promotion results, timers, admin calls) goes through
+   :meth:`ServiceController.submit`, and one dispatcher (:meth:`_perform`) performs the
+   actions, one branch per action type, ending in an error for an unknown one.
+2. Actions are performed in order; if one fails (the state file cannot be written) the
+   rest are not performed and the error stops the controller: traffic never moves to
+   an epoch that is not on disk.
+3. Tasks (the health checker, each promotion run) are named and live in the TaskGroup
+   of :meth:`ServiceController.run`; cancelling ``run()`` stops them all.
+4. :class:`FailoverDirector` is the proxy's seam: ``route()`` answers the active and
+   epoch, raises :class:`MustHold` while a promotion runs (``await wait_for_route()``
+   then), and :class:`NoRoute` while the service is refusing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from hotspare.promote.audit import AuditLog
+from hotspare.promote.pipeline import Pipeline, PromotionContext
+
+from . import metrics
+from .config import Config, ServiceConfig
+from .detector import Health, Traffic, Transition
+from .director import Director, NoRoute, Outcome, OutcomeKind, Route
+from .failover import (
+    AbortInflight,
+    Action,
+    BackendDown,
+    BackendUp,
+    CancelTimer,
+    Event,
+    FailoverMachine,
+    FailoverSettings,
+    HoldTraffic,
+    PersistState,
+    PromotionFailed,
+    PromotionOnHold,
+    PromotionSucceeded,
+    RaiseAlarm,
+    RecordFailover,
+    RefuseHeld,
+    RefuseTraffic,
+    ReleaseHeld,
+    RouteTo,
+    RunPromotion,
+    SetTimer,
+    State,
+    StateChanged,
+    Timer,
+    TimerFired,
+)
+from .health import HealthChecker, probe_url
+from .hold import Admitted, HoldLimits, HoldQueue, Refusal
+from .state import ServiceState, StateFile
+
+__all__ = ["FailoverDirector", "MustHold", "PromotionOutcome", "ServiceController"]
+
+log = logging.getLogger("hotspare.failover")
+
+_TRAFFIC = {
+    OutcomeKind.CONNECT_FAILED: Traffic.REFUSED,
+    OutcomeKind.RESET: Traffic.RESET,
+    OutcomeKind.TIMEOUT: Traffic.TIMEOUT,
+    OutcomeKind.BAD_RESPONSE: Traffic.BAD_RESPONSE,
+}
+
+
+class MustHold(NoRoute):
+    """The service is switching: ``await director.wait_for_route(body_size)``. A proxy
+    that does not know this answers it as any NoRoute (503 + Retry-After)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PromotionOutcome:
+    outcome: str  # "promoted" | "failed" | "fence_hold"
+    reason: str = ""
+    next_step: int | None = None
+    run_id: str | None = None
+
+
+PromotionRunner = Callable[[RunPromotion], Awaitable[PromotionOutcome]]
+
+
+class FailoverDirector(Director):
+    """Routes as the failover machine decided; holds requests while it promotes."""
+
+    def __init__(self, service: ServiceConfig, active: str, epoch: int) -> None:
+        super().__init__(service)
+        self._route = Route(service.backend(active), epoch)
+        self.mode = "route"  # route | hold | refuse
+        self.refusal: Refusal | None = None
+        self.hold = HoldQueue[int](HoldLimits.from_config(service.failover), service.failover.retry_after)
+        self._waiters: dict[int, asyncio.Future[Route]] = {}
+        self._ids = itertools.count()
+        self.on_report: Callable[[str, Outcome], None] | None = None
+        self.on_abort: Callable[[str], None] | None = None  # set by the proxy (AbortInflight)
+        self.state = "active"
+        self.healthy: dict[str, bool | None] = dict.fromkeys((b.name for b in service.backends), None)
+
+    def route(self) -> Route:
+        if self.mode == "route":
+            return self._route
+        if self.mode == "hold":
+            raise MustHold("switching to the standby", self._service.failover.retry_after)
+        assert self.refusal is not None
+        raise NoRoute(self.refusal.reason, self.refusal.retry_after, self.refusal.status)
+
+    async def wait_for_route(self, body_size: int, now: Callable[[], float] = time.monotonic) -> Route:
+        """Hold this request until the promotion ends: its Route, or NoRoute (refused,
+        queue full, or held longer than hold.max_time)."""
+        if self.mode != "hold":
+            return self.route()
+        key = next(self._ids)
+        verdict = self.hold.admit(key, body_size, now())
+        if isinstance(verdict, Refusal):
+            metrics.REFUSED.labels(self._service.name, "hold_full").inc()
+            raise NoRoute(verdict.reason, verdict.retry_after, verdict.status)
+        assert isinstance(verdict, Admitted)
+        fut: asyncio.Future[Route] = asyncio.get_running_loop().create_future()
+        self._waiters[key] = fut
+        metrics.HELD.labels(self._service.name).set(len(self.hold))
+        try:
+            async with asyncio.timeout(max(0.0, verdict.deadline - now())):
+                return await fut
+        except TimeoutError:
+            metrics.REFUSED.labels(self._service.name, "hold_timeout").inc()
+            raise NoRoute("held longer than hold.max_time", self._service.failover.retry_after) from None
+        finally:
+            self.hold.remove(key)
+            self._waiters.pop(key, None)
+            metrics.HELD.labels(self._service.name).set(len(self.hold))
+
+    def report(self, backend_name: str, outcome: Outcome) -> None:
+        if self.on_report is not None:
+            self.on_report(backend_name, outcome)
+
+    # -- driven by the controller ---------------------------------------------------------
+
+    def route_to(self, backend: str, epoch: int) -> None:
+        self._route = Route(self._service.backend(backend), epoch)
+        self.mode, self.refusal = "route", None
+
+    def release(self) -> None:
+        for key in self.hold.release_all():
+            fut = self._waiters.pop(key, None)
+            if fut is not None and not fut.done():
+                fut.set_result(self._route)
+
+    def refuse_held(self, refusal: Refusal) -> None:
+        for key in self.hold.refuse_all():
+            fut = self._waiters.pop(key, None)
+            if fut is not None and not fut.done():
+                fut.set_exception(NoRoute(refusal.reason, refusal.retry_after, refusal.status))
+
+
+class ServiceController:
+    def __init__(
+        self,
+        config: Config,
+        service: ServiceConfig,
+        state_file: StateFile,
+        initial: ServiceState,
+        run_promotion: PromotionRunner | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.service = service
+        self._state_file = state_file
+        self._clock = clock
+        f = service.failover
+        self.machine = FailoverMachine(
+            FailoverSettings(tuple(b.name for b in service.backends), f.automatic, f.hold_down,
+                             f.hold.max_time, f.retry_after),
+            initial.active, initial.epoch,
+        )
+        self.director = FailoverDirector(service, initial.active, initial.epoch)
+        self.director.on_report = self._on_report
+        self.checker = HealthChecker(service, self._on_transition, clock=clock)
+        self._run_promotion = run_promotion or self._default_promotion
+        self._audit = AuditLog(config.audit_log_path)
+        self._agent_token = config.replication.token if config.replication else None
+        self._events: asyncio.Queue[Event] = asyncio.Queue()
+        self._timers: dict[Timer, asyncio.TimerHandle] = {}
+        self._tg: asyncio.TaskGroup | None = None
+        self.alarms: list[str] = []
+        self._last_run: PromotionOutcome | None = None
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            try:
+                self._perform(self.machine.start())
+                tg.create_task(self.checker.run(), name=f"health:{self.service.name}")
+                while True:
+                    event = await self._events.get()
+                    self._perform(self.machine.handle(event))
+            finally:
+                for handle in self._timers.values():
+                    handle.cancel()
+                self._tg = None
+
+    def submit(self, event: Event) -> None:
+        self._events.put_nowait(event)
+
+    # -- inputs ---------------------------------------------------------------------------
+
+    def _on_transition(self, service: str, t: Transition) -> None:
+        self.director.healthy[t.backend] = t.new is not Health.DOWN
+        if t.new is Health.DOWN:
+            self.submit(BackendDown(t.now, t.backend, t.cause, t.since, t.detail))
+        elif t.new is Health.UP and t.old is Health.DOWN:
+            self.submit(BackendUp(t.now, t.backend))
+
+    def _on_report(self, backend: str, outcome: Outcome) -> None:
+        if outcome.kind is OutcomeKind.OK:
+            self.checker.report_traffic(backend, Traffic.OK, outcome.status)
+        else:
+            self.checker.report_traffic(backend, _TRAFFIC[outcome.kind])
+
+    # -- the one dispatcher ---------------------------------------------------------------
+
+    def _perform(self, actions: list[Action]) -> None:
+        name = self.service.name
+        for a in actions:
+            if isinstance(a, StateChanged):
+                log.warning("service %s: %s -> %s (%s): %s", name, a.old.value, a.new.value, a.cause, a.message)
+                self.director.state = a.new.value
+                for s in State:
+                    metrics.SERVICE_STATE.labels(name, s.value).set(1 if s is a.new else 0)
+                metrics.FENCE_HOLD.labels(name).set(1 if a.new is State.FENCE_HOLD else 0)
+            elif isinstance(a, PersistState):
+                self._state_file.save(name, a.active, a.epoch)
+                metrics.EPOCH.labels(name).set(a.epoch)
+            elif isinstance(a, RunPromotion):
+                assert self._tg is not None
+                self._tg.create_task(self._promote(a), name=f"promote:{name}:{a.new}:epoch{a.epoch}")
+            elif isinstance(a, RouteTo):
+                self.director.route_to(a.backend, a.epoch)
+                for b in self.service.backends:
+                    metrics.ACTIVE_BACKEND.labels(name, b.name).set(1 if b.name == a.backend else 0)
+                metrics.EPOCH.labels(name).set(a.epoch)
+            elif isinstance(a, HoldTraffic):
+                self.director.mode = "hold"
+            elif isinstance(a, AbortInflight):
+                if self.director.on_abort is not None:
+                    self.director.on_abort(a.backend)
+            elif isinstance(a, ReleaseHeld):
+                self.director.release()
+            elif isinstance(a, RefuseHeld):
+                self.director.refuse_held(Refusal(a.status, a.retry_after, a.reason))
+            elif isinstance(a, RefuseTraffic):
+                self.director.mode = "refuse"
+                self.director.refusal = Refusal(a.status, a.retry_after, a.reason)
+            elif isinstance(a, RaiseAlarm):
+                log.error("service %s ALARM (%s): %s", name, a.cause, a.message)
+                self.alarms.append(f"{a.cause}: {a.message}")
+            elif isinstance(a, SetTimer):
+                self._cancel_timer(a.timer)
+                loop = asyncio.get_running_loop()
+                self._timers[a.timer] = loop.call_later(a.delay, self._fire, a.timer)
+            elif isinstance(a, CancelTimer):
+                self._cancel_timer(a.timer)
+            elif isinstance(a, RecordFailover):
+                metrics.FAILOVERS.labels(name, a.cause.value).inc()
+                metrics.DETECTION_TO_SWITCH.labels(name).observe(a.seconds)
+            else:
+                raise TypeError(f"unknown failover action {a!r}")
+
+    def _fire(self, timer: Timer) -> None:
+        self._timers.pop(timer, None)
+        self.submit(TimerFired(self._clock(), timer))
+
+    def _cancel_timer(self, timer: Timer) -> None:
+        handle = self._timers.pop(timer, None)
+        if handle is not None:
+            handle.cancel()
+
+    # -- promotion ------------------------------------------------------------------------
+
+    async def _promote(self, a: RunPromotion) -> None:
+        try:
+            result = await self._run_promotion(a)
+        except Exception as exc:  # a bug in a runner must not leave the service PROMOTING
+            log.exception("service %s: promotion of %s raised", self.service.name, a.new)
+            result = PromotionOutcome("failed", f"{type(exc).__name__}: {exc}")
+        self._last_run = result
+        now = self._clock()
+        if result.outcome == "promoted":
+            self.submit(PromotionSucceeded(now))
+        elif result.outcome == "fence_hold":
+            self.submit(PromotionOnHold(now, result.reason or "fencing failed"))
+        else:
+            self.submit(PromotionFailed(now, result.reason or "promotion failed"))
+
+    async def _default_promotion(self, a: RunPromotion) -> PromotionOutcome:
+        """The configured pipeline, then a readiness wait: ``rise`` good probes in a row
+        of the new active within ``hold.max_time``."""
+        svc = self.service
+        old, new = svc.backend(a.old), svc.backend(a.new)
+        if svc.promote:
+            ctx = PromotionContext(
+                service=svc.name, old_name=old.name, old_url=old.url, old_address=old.db_address,
+                old_agent=old.agent, new_name=new.name, new_url=new.url, new_agent=new.agent,
+                new_health_url=probe_url(new, svc.health), epoch=a.epoch, cause=a.cause.name,
+                trigger=a.trigger,
+            )
+            pipeline = Pipeline(svc.promote, fence_failure=svc.fence_failure, audit=self._audit,
+                                agent_token=self._agent_token)
+            start_at = self._last_run.next_step if (a.resume and self._last_run) else None
+            resumes = self._last_run.run_id if (a.resume and self._last_run) else None
+            res = await pipeline.run(ctx, start_at=start_at or 0, resumes=resumes)
+            metrics.PROMOTIONS.labels(svc.name, res.outcome).inc()
+            if res.outcome != "promoted":
+                return PromotionOutcome(res.outcome, res.reason, res.next_step, res.run_id)
+        return await self._wait_ready(a.new)
+
+    async def _wait_ready(self, backend: str) -> PromotionOutcome:
+        h = self.service.health
+        prober = self.checker.prober(backend)
+        deadline = self._clock() + self.service.failover.hold.max_time
+        good = 0
+        while self._clock() < deadline:
+            started = self._clock()
+            r = await prober.probe_once(started)
+            good = good + 1 if r.ok else 0
+            if good >= h.rise:
+                return PromotionOutcome("promoted")
+            await asyncio.sleep(h.fast_interval)  # pacing between probes, not a wait for a condition
+        return PromotionOutcome("failed", f"{backend} not ready: {h.rise} good probes not seen "
+                                          f"within {self.service.failover.hold.max_time:g}s")

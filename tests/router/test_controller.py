@@ -1,0 +1,134 @@
+"""The failover controller end to end without the proxy: real aiohttp backends on
+loopback ports, a real state file, the real health checker and machine."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from hotspare.router.config import Config, parse_config
+from hotspare.router.controller import MustHold, ServiceController
+from hotspare.router.director import NoRoute, Outcome, OutcomeKind
+from hotspare.router.state import StateFile
+from tests.helpers import wait_for
+
+
+async def ok(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+class App:
+    def __init__(self) -> None:
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/health", ok)
+        self.runner = web.AppRunner(app, shutdown_timeout=0.1)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port, reuse_address=True).start()
+        self.port = self.runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+
+@pytest.fixture
+async def apps() -> AsyncIterator[tuple[App, App]]:
+    a, b = App(), App()
+    await a.start()
+    await b.start()
+    yield a, b
+    await b.stop()
+    await a.stop()
+
+
+def config(tmp_path: Path, a: App, b: App) -> Config:
+    return parse_config({
+        "listen": ["127.0.0.1:0"], "state_file": str(tmp_path / "state.json"),
+        "services": [{
+            "name": "app",
+            "health": {"interval": "200ms", "fast_interval": "50ms", "timeout": "300ms", "rise": 2, "fall": 2},
+            "failover": {"hold": {"max_time": "5s"}, "retry_after": 3},
+            "backends": [{"name": "a", "url": f"http://127.0.0.1:{a.port}"},
+                         {"name": "b", "url": f"http://127.0.0.1:{b.port}"}],
+        }],
+    })
+
+
+async def start(cfg: Config) -> tuple[ServiceController, asyncio.Task[None]]:
+    sf = StateFile(cfg.state_file)
+    initial = sf.load(cfg.services)["app"]
+    ctl = ServiceController(cfg, cfg.services[0], sf, initial)
+    task = asyncio.create_task(ctl.run(), name="controller:app")
+    await wait_for(lambda: ctl.checker.started, what="health checker running")
+    return ctl, task
+
+
+async def stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_crash_of_the_active_moves_traffic_to_the_spare_and_persists_it(
+    tmp_path: Path, apps: tuple[App, App]
+) -> None:
+    a, b = apps
+    cfg = config(tmp_path, a, b)
+    ctl, task = await start(cfg)
+    d = ctl.director
+    assert (d.route().backend.name, d.route().epoch) == ("a", 0)
+    await a.stop()
+    d.report("a", Outcome(OutcomeKind.CONNECT_FAILED))  # what the proxy saw
+    await wait_for(lambda: d.mode == "route" and d.route().backend.name == "b", what="traffic on b")
+    assert d.route().epoch == 1
+    assert json.loads(cfg.state_file.read_text())["services"]["app"] == {"active": "b", "epoch": 1}
+    await stop(task)
+    # A restarted router comes back with the same active and epoch; no failback.
+    await a.start()
+    ctl2, task2 = await start(cfg)
+    assert (ctl2.director.route().backend.name, ctl2.director.route().epoch) == ("b", 1)
+    await wait_for(lambda: ctl2.checker.prober("a").probes_sent >= 3,
+                   what="a probed again")
+    assert ctl2.director.route().backend.name == "b"
+    await stop(task2)
+
+
+async def test_held_requests_are_released_to_the_new_active(tmp_path: Path, apps: tuple[App, App]) -> None:
+    a, b = apps
+    ctl, task = await start(config(tmp_path, a, b))
+    d = ctl.director
+    await a.stop()
+    d.report("a", Outcome(OutcomeKind.CONNECT_FAILED))
+    await wait_for(lambda: d.mode != "route", what="promotion started")
+    with pytest.raises(MustHold):
+        d.route()
+    route = await d.wait_for_route(0)
+    assert (route.backend.name, route.epoch) == ("b", 1)
+    await stop(task)
+
+
+async def test_spare_dead_when_the_active_dies_no_failover_503(tmp_path: Path, apps: tuple[App, App]) -> None:
+    a, b = apps
+    cfg = config(tmp_path, a, b)
+    ctl, task = await start(cfg)
+    d = ctl.director
+    await b.stop()
+    await wait_for(lambda: d.healthy["b"] is False, what="spare b DOWN")
+    await a.stop()
+    await wait_for(lambda: d.mode == "refuse", what="service refusing")
+    with pytest.raises(NoRoute) as info:
+        d.route()
+    assert (info.value.status, info.value.retry_after) == (503, 3)
+    assert any("no spare passes its probes" in x for x in ctl.alarms)
+    assert not cfg.state_file.exists()  # nothing changed: epoch 0 on a, first start
+    await stop(task)
