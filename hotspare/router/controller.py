@@ -31,7 +31,7 @@ from hotspare.promote.pipeline import Pipeline, PromotionContext
 from . import metrics
 from .config import Config, ServiceConfig
 from .detector import Health, Traffic, Transition
-from .director import Director, NoRoute, Outcome, OutcomeKind, Route
+from .director import BackendView, Director, DirectorSnapshot, NoRoute, Outcome, OutcomeKind, Route
 from .failover import (
     AbortInflight,
     Action,
@@ -139,6 +139,14 @@ class FailoverDirector(Director):
             self.hold.remove(key)
             self._waiters.pop(key, None)
             metrics.HELD.labels(self._service.name).set(len(self.hold))
+
+    def snapshot(self) -> DirectorSnapshot:
+        return DirectorSnapshot(
+            active=self._route.backend.name,
+            epoch=self._route.epoch,
+            state=self.state,
+            backends=tuple(BackendView(b.name, b.url, self.healthy.get(b.name)) for b in self._service.backends),
+        )
 
     def report(self, backend_name: str, outcome: Outcome) -> None:
         if self.on_report is not None:
