@@ -45,7 +45,8 @@ async def main() -> None:
                     continue
                 try:
                     conns[i] = await connect()
-                except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                except Exception as exc:  # any way of being ended mid-connect (asyncpg
+                    # raises InternalClientError when the backend dies during start-up)
                     print(f"reconnect failed: {exc!r}", flush=True)
                     continue  # ended again while connecting: try again next round
                 print(f"reconnected {conns[i].get_server_pid()}", flush=True)
@@ -55,7 +56,7 @@ async def _alive(conn: Any) -> bool:
     try:
         await conn.fetchval("SELECT 1")
         return True
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+    except Exception:  # ended by the server, whatever asyncpg calls it
         return False
 
 

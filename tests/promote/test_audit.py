@@ -97,7 +97,9 @@ async def test_router_killed_mid_run_leaves_an_unfinished_run(tmp_path: Path) ->
 async def test_cancelled_run_records_the_step_and_stays_unfinished(tmp_path: Path) -> None:
     audit = AuditLog(tmp_path / "audit.jsonl")
     started = tmp_path / "started"
-    step = make_step(name="warm", exec=["sh", "-c", f"echo $$ > {started}; exec sleep 60"], timeout=100)
+    step = make_step(
+        name="warm", exec=["sh", "-c", f"echo $$ > {started}; exec sleep 60"], timeout=100
+    )
     task = asyncio.create_task(Pipeline([step], fence_failure="hold", audit=audit).run(make_ctx()))
     await wait_for(lambda: started.exists() and started.read_text().strip(), timeout=30,
                    what="the step to start")  # fmt: skip

@@ -34,7 +34,9 @@ async def test_exit_zero_is_success_with_output_and_context_in_env_and_args() ->
         "import os, sys; print('args', sys.argv[1:]); "
         "print(*(k + '=' + os.environ[k] for k in sorted(os.environ) if k.startswith('HOTSPARE_')), sep='\\n')"
     )
-    res = await run1(exec=[PY, "-c", code, "{old.name}", "{new.url}", "{epoch}"], env={"EXTRA": "{cause}"})
+    res = await run1(
+        exec=[PY, "-c", code, "{old.name}", "{new.url}", "{epoch}"], env={"EXTRA": "{cause}"}
+    )
     step = res.steps[0]
     assert res.outcome == "promoted" and step.status == "ok" and step.exit_code == 0
     assert "args ['a', 'http://127.0.0.1:8002', '7']" in step.output_tail
@@ -98,7 +100,9 @@ async def test_timeout_with_sigterm_honoured_needs_no_sigkill(tmp_path: Path) ->
 
 
 async def test_megabytes_of_output_keep_only_the_tail() -> None:
-    code = "import sys\nfor i in range(200000): sys.stdout.write(f'line {i:08d} ' + 'x' * 40 + '\\n')"
+    code = (
+        "import sys\nfor i in range(200000): sys.stdout.write(f'line {i:08d} ' + 'x' * 40 + '\\n')"
+    )
     res = await run1(exec=[PY, "-c", code], output_limit="16KiB")
     step = res.steps[0]
     assert step.status == "ok"

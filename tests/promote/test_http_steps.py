@@ -25,7 +25,9 @@ async def serve() -> AsyncIterator[Serve]:
     runners: list[web.AppRunner] = []
 
     async def start(app: web.Application) -> str:
-        runner = web.AppRunner(app, shutdown_timeout=0.5)  # a hanging handler must not stall teardown
+        runner = web.AppRunner(
+            app, shutdown_timeout=0.5
+        )  # a hanging handler must not stall teardown
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
@@ -160,7 +162,9 @@ async def test_agent_refusal_missing_url_and_bad_token(serve: Serve) -> None:
     res = await run([make_step(name="stop", agent="stop-app")], old_agent=None)
     assert "has no agent URL" in res.steps[0].detail
 
-    no_token = Pipeline([make_step(name="sync", agent="final-sync")], fence_failure="hold", audit=None)
+    no_token = Pipeline(
+        [make_step(name="sync", agent="final-sync")], fence_failure="hold", audit=None
+    )
     res = await no_token.run(make_ctx(new_agent=url))
     assert res.outcome == "failed" and "no replication token" in res.steps[0].detail
     assert len(calls) == 1

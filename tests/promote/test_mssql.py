@@ -34,7 +34,9 @@ def test_spid_must_be_an_integer_in_range(bad: object) -> None:
         validate_spid(bad)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("pyodbc") is not None, reason="pyodbc is installed here")
+@pytest.mark.skipif(
+    importlib.util.find_spec("pyodbc") is not None, reason="pyodbc is installed here"
+)
 async def test_without_pyodbc_the_step_fails_saying_what_to_install() -> None:
     step = make_step(name="kill", sql={"driver": "mssql", "dsn": "DRIVER={x};SERVER=127.0.0.1"})
     res = await Pipeline([step], fence_failure="hold", audit=None).run(make_ctx())

@@ -18,7 +18,6 @@ import asyncpg
 import pytest
 
 from hotspare.promote.pipeline import Pipeline
-from tests.helpers import wait_for
 
 from .conftest import Postgres, make_ctx, make_step
 
@@ -69,10 +68,13 @@ async def new_active(postgres: Postgres) -> AsyncIterator[list[Any]]:
 
 
 async def sessions(postgres: Postgres, where: str, *args: Any) -> list[int]:
-    conn = await asyncpg.connect(postgres.dsn(), server_settings={"application_name": "test-observer"})
+    conn = await asyncpg.connect(
+        postgres.dsn(), server_settings={"application_name": "test-observer"}
+    )
     try:
         rows = await conn.fetch(
-            f"SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend' AND {where}", *args
+            f"SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend' AND {where}",
+            *args,
         )
         return sorted(r["pid"] for r in rows)
     finally:
@@ -87,7 +89,9 @@ async def test_sql_step_ends_old_sessions_by_address_and_new_ones_survive(
     new_pids = sorted(c.get_server_pid() for c in new_active)
 
     step = make_step(name="sessions", sql={"dsn": postgres.dsn(), "interval": "50ms"}, timeout=20)
-    result = await Pipeline([step], fence_failure="hold", audit=None).run(make_ctx(old_address="127.0.0.2"))
+    result = await Pipeline([step], fence_failure="hold", audit=None).run(
+        make_ctx(old_address="127.0.0.2")
+    )
 
     assert result.outcome == "promoted", result
     assert result.steps[0].status == "ok"
@@ -109,7 +113,9 @@ async def test_sql_step_matches_application_name_from_the_same_address(
         sql={"dsn": postgres.dsn(), "match_address": False, "application_name": "library@{old.name}",
              "interval": "50ms"},
     )  # fmt: skip
-    result = await Pipeline([step], fence_failure="hold", audit=None).run(make_ctx(old_address="127.0.0.1"))
+    result = await Pipeline([step], fence_failure="hold", audit=None).run(
+        make_ctx(old_address="127.0.0.1")
+    )
     assert result.outcome == "promoted", result
     assert result.steps[0].sessions_ended == 2
     assert await sessions(postgres, "pid = ANY($1::int[])", old.pids) == []
@@ -124,15 +130,19 @@ async def test_sql_step_times_out_while_the_old_active_keeps_reconnecting(
     # connection proves the step saw it come back and ended it again.
     old = await old_active("127.0.0.3", "library@a", count=1, reconnect=True)
     step = make_step(
-        name="sessions", sql={"dsn": postgres.dsn(), "interval": "100ms", "settle": "5s"}, timeout=2.5
+        name="sessions",
+        sql={"dsn": postgres.dsn(), "interval": "100ms", "settle": "5s"},
+        timeout=2.5,
     )
-    result = await Pipeline([step], fence_failure="hold", audit=None).run(make_ctx(old_address="127.0.0.3"))
+    result = await Pipeline([step], fence_failure="hold", audit=None).run(
+        make_ctx(old_address="127.0.0.3")
+    )
     assert result.outcome == "fence_hold", result
     res = result.steps[0]
     assert res.status == "timeout"
     assert res.sessions_ended is not None and res.sessions_ended >= 2  # it came back at least once
     assert "client_addr 127.0.0.3" in res.detail and "ended" in res.detail
-    assert old.proc.returncode is None
+    assert old.proc.returncode is None, await old.proc.stderr.read() if old.proc.stderr else b""
     assert result.next_step == 1 and result.alarms
 
 
@@ -149,6 +159,8 @@ async def test_sql_step_fails_clearly_when_the_password_is_wrong(postgres: Postg
 
 async def test_sql_step_refuses_a_hostname_as_old_address(postgres: Postgres) -> None:
     step = make_step(name="sessions", sql={"dsn": postgres.dsn()})
-    result = await Pipeline([step], fence_failure="hold", audit=None).run(make_ctx(old_address="app-a.local"))
+    result = await Pipeline([step], fence_failure="hold", audit=None).run(
+        make_ctx(old_address="app-a.local")
+    )
     assert result.steps[0].status == "failed"
     assert "not an IP address" in result.steps[0].detail

@@ -11,7 +11,11 @@ import pytest
 from hotspare.router.config import parse_config
 from hotspare.router.errors import ConfigError
 
-DESIGN_STEP = {"name": "fence", "exec": ["/usr/local/bin/fence-old", "{old.name}"], "timeout": "20s"}
+DESIGN_STEP = {
+    "name": "fence",
+    "exec": ["/usr/local/bin/fence-old", "{old.name}"],
+    "timeout": "20s",
+}
 
 
 def config(steps: Any, base_dir: Path | None = None, **service: Any) -> Any:
@@ -63,7 +67,9 @@ def test_every_step_type_loads_with_defaults() -> None:
 
 def test_dsn_file_is_read_relative_to_the_config(tmp_path: Path) -> None:
     (tmp_path / "dsn").write_text("postgresql://u:s3cret@db/x\n")
-    [step] = config([{"name": "k", "sql": {"dsn_file": "dsn"}}], base_dir=tmp_path).services[0].promote
+    [step] = (
+        config([{"name": "k", "sql": {"dsn_file": "dsn"}}], base_dir=tmp_path).services[0].promote
+    )
     assert step.sql is not None and step.sql.dsn == "postgresql://u:s3cret@db/x"
 
 
@@ -98,8 +104,16 @@ def test_bad_options_name_their_key_path(step: dict[str, Any], expected: str) ->
 
 
 def test_fence_can_be_set_explicitly_and_fence_failure_validated() -> None:
-    steps = config([{**DESIGN_STEP, "fence": False}, {"name": "pdu", "http": {"url": "http://pdu/off"}, "fence": True}])
+    steps = config(
+        [
+            {**DESIGN_STEP, "fence": False},
+            {"name": "pdu", "http": {"url": "http://pdu/off"}, "fence": True},
+        ]
+    )
     assert [s.is_fence for s in steps.services[0].promote] == [False, True]
     with pytest.raises(ConfigError) as info:
         config([], fence_failure="ignore")
-    assert "services[0].fence_failure: expected 'hold' or 'proceed', got 'ignore'" in info.value.errors[0]
+    assert (
+        "services[0].fence_failure: expected 'hold' or 'proceed', got 'ignore'"
+        in info.value.errors[0]
+    )
