@@ -1,4 +1,4 @@
-"""Fixtures of the promotion tests: a real PostgreSQL, a stand-in agent, contexts.
+"""Fixtures of the promotion tests: a real PostgreSQL, steps and contexts.
 
 The PostgreSQL server is real: ``initdb`` and ``pg_ctl`` from /usr/lib/postgresql/*/bin
 (./scripts/system-deps installs the ``postgresql`` package on a fresh machine), a data
@@ -10,15 +10,8 @@ refuses to run as root). Password authentication (scram) for 127.0.0.0/8, so the
 
 from __future__ import annotations
 
-import glob
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
+import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,91 +19,20 @@ import pytest
 from hotspare.promote.config import Step
 from hotspare.promote.pipeline import PromotionContext
 
-PG_PASSWORD = "promote-test-secret"
+from .pgserver import Postgres, PostgresUnavailable, start_postgres
 
-
-@dataclass(frozen=True)
-class Postgres:
-    host: str
-    port: int
-    user: str
-    password: str
-
-    def dsn(self, db: str = "postgres") -> str:
-        return f"postgresql://{self.user}:{self.password}@{self.host}:{self.port}/{db}"
-
-
-def _pg_bin() -> Path | None:
-    found = sorted(
-        glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2].split(".")[0])
-    )
-    for d in reversed(found):
-        if os.access(os.path.join(d, "pg_ctl"), os.X_OK):
-            return Path(d)
-    return None
-
-
-def _free_port() -> int:
-    # postgres binds its own socket, so the port is read from a socket closed just
-    # before; a clash is retried below.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["Postgres", "make_ctx", "make_step"]
 
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Postgres]:
-    bindir = _pg_bin()
-    if bindir is None:
-        pytest.skip("PostgreSQL is not installed (run ./scripts/system-deps as root to install it)")
-    as_root = os.geteuid() == 0
-    prefix = ["runuser", "-u", "postgres", "--"] if as_root else []
-    if as_root and shutil.which("runuser") is None:
-        pytest.skip("running as root without runuser: cannot start postgres as a non-root user")
-    tmp = Path(tempfile.mkdtemp(prefix="hotspare-pg-"))
-    data, sock, pwfile = tmp / "data", tmp / "sock", tmp / "pw"
-    sock.mkdir()
-    pwfile.write_text(PG_PASSWORD + "\n")
-    if as_root:
-        shutil.chown(tmp, "postgres")
-        shutil.chown(sock, "postgres")
-        shutil.chown(pwfile, "postgres")
-    env = {**os.environ, "LC_ALL": "C"}
-    subprocess.run(
-        [*prefix, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "scram-sha-256",
-         f"--pwfile={pwfile}", "-E", "UTF8", "--no-sync"],
-        check=True, capture_output=True, env=env,
-    )  # fmt: skip
-    (data / "pg_hba.conf").write_text(
-        "local all all scram-sha-256\nhost all all 127.0.0.0/8 scram-sha-256\n"
-    )
-    if as_root:
-        shutil.chown(data / "pg_hba.conf", "postgres")
-    port = 0
-    for _ in range(5):
-        port = _free_port()
-        opts = (
-            f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={sock} "
-            "-c fsync=off -c max_connections=60"
-        )
-        started = subprocess.run(
-            [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l",
-             str(tmp / "log"), "-w", "-t", "30", "start"],
-            capture_output=True, env=env,
-        )  # fmt: skip
-        if started.returncode == 0:
-            break
-    else:
-        log = (tmp / "log").read_text(errors="replace")[-2000:]
-        raise RuntimeError(f"postgres did not start: {started.stderr!r}\n{log}")
-    try:
-        yield Postgres("127.0.0.1", port, "postgres", PG_PASSWORD)
-    finally:
-        subprocess.run(
-            [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
-            capture_output=True, env=env,
-        )  # fmt: skip
-        shutil.rmtree(tmp, ignore_errors=True)
+    """One real PostgreSQL for the whole test session (see pgserver.py)."""
+    with contextlib.ExitStack() as stack:
+        try:
+            pg = stack.enter_context(start_postgres())
+        except PostgresUnavailable as exc:
+            pytest.skip(str(exc))  # printed in the -ra summary with its reason
+        yield pg
 
 
 def make_step(**kw: Any) -> Step:
