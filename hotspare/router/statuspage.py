@@ -104,7 +104,9 @@ def spare_readiness(service: Mapping[str, Any]) -> tuple[str | None, bool, list[
         return (None, False, ["no spare configured"])
     spare = spares[0]
     reasons = []
-    if not spare.get("healthy"):
+    if spare.get("healthy") is None:
+        reasons.append("not probed yet")
+    elif not spare.get("healthy"):
         reasons.append("failing its health checks")
     lag = backend_lag(spare)
     if lag is not None and lag > SPARE_LAG_WARN_SECONDS:

@@ -151,6 +151,17 @@ async def test_demo_serves_through_the_router_and_replicates_reports(start_demo:
         async with s.get(demo.url("status page") + "/v1/status") as r:
             status = await r.json()
         assert status["services"][0]["active"] == "a"
+    # `hotspare status` against the real router's admin API.
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hotspare", "status", "--admin", demo.url("status page"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    lines = out.decode().splitlines()
+    assert lines[1].split()[:3] == ["library", "ACTIVE", "a"], out.decode()
+    # b's health shows once the router probes it ("up"), "-" while it does not yet.
+    assert any(ln.split()[:2] == ["library/b", "spare"] and ln.split()[2] in ("up", "-") for ln in lines), out.decode()
     pids = [demo.pid("a"), demo.pid("b")]
     await stop_demo(demo)
     for pid in pids:

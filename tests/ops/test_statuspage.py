@@ -78,6 +78,12 @@ def test_spare_ready_and_not_ready() -> None:
     assert "NOT ready" in page and "5.0 min behind" in page
 
 
+def test_unprobed_spare_is_not_called_failing() -> None:
+    svc = snapshot()["services"][0]
+    svc["backends"][1] = {"name": "b", "url": "http://127.0.0.1:8002", "healthy": None}
+    assert spare_readiness(svc) == ("b", False, ["not probed yet"])
+
+
 def test_router_given_spare_readiness_wins() -> None:
     svc = snapshot(spare={"name": "b", "ready": False, "reasons": ["agent unreachable"]})["services"][0]
     assert spare_readiness(svc) == ("b", False, ["agent unreachable"])
