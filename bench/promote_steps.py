@@ -113,7 +113,8 @@ async def main(runs: int) -> None:
                         "stand-in agent"))  # fmt: skip
         try:
             with start_postgres() as pg:
-                sql = {"name": "s", "sql": {"dsn": pg.dsn(), "interval": "50ms"}}
+                sql_opts = {"dsn": pg.dsn(), "interval": "50ms"}
+                sql: dict[str, Any] = {"name": "s", "sql": sql_opts}
                 rows.append(row("sql: no session to end", await measure([sql], c, runs),
                                 "connect (scram) + 1 query"))  # fmt: skip
                 procs: list[asyncio.subprocess.Process] = []
@@ -133,7 +134,7 @@ async def main(runs: int) -> None:
                     rows.append(row("sql: end 5 sessions of the old active", await measure(
                         [sql], c, max(3, runs // 2), before=hold_sessions), "terminate + 1 re-check"))  # fmt: skip
                     rows.append(row("sql: end 5 sessions, settle 1s", await measure(
-                        [{"name": "s", "sql": {**sql["sql"], "settle": "1s"}}], c, 3, before=hold_sessions)))  # fmt: skip
+                        [{"name": "s", "sql": {**sql_opts, "settle": "1s"}}], c, 3, before=hold_sessions)))  # fmt: skip
                 finally:
                     for p in procs:
                         if p.returncode is None:
