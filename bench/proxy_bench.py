@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -163,26 +164,42 @@ def start_all(procs: Processes, workdir: Path, ports: Ports, *, with_hotspare: b
         )
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    # After the command name: state is field 3, so utime (14) and stime (15) are at 11, 12.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def fmt_ms(seconds: float) -> str:
     return f"{seconds * 1000:.2f}"
 
 
 def print_table(
-    body: str, results: dict[str, WrkResult], runs: dict[str, list[WrkResult]]
+    body: str,
+    results: dict[str, WrkResult],
+    runs: dict[str, list[WrkResult]],
+    cpu_us: dict[str, list[float]],
 ) -> None:
     print(f"\n== body {body} ({BODIES[body]} bytes), {CONNECTIONS} connections, median of {len(next(iter(runs.values())))} run(s)")
-    print(f"{'target':<10} {'req/s':>10} {'MiB/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'non2xx':>7}   req/s per run")
+    print(f"{'target':<10} {'req/s':>10} {'MiB/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'non2xx':>7} {'CPU us/req':>10}   req/s per run")
     for name, r in results.items():
         per_run = " ".join(f"{x.requests_per_s:.0f}" for x in runs[name])
+        cpu = f"{statistics.median(cpu_us[name]):.1f}" if cpu_us.get(name) else "-"
         print(
             f"{name:<10} {r.requests_per_s:>10.0f} {r.transfer_per_s / 2**20:>9.1f} {fmt_ms(r.p50_s):>8} "
-            f"{fmt_ms(r.p99_s):>8} {r.socket_errors:>7} {r.non_2xx_3xx:>7}   {per_run}"
+            f"{fmt_ms(r.p99_s):>8} {r.socket_errors:>7} {r.non_2xx_3xx:>7} {cpu:>10}   {per_run}"
         )
     if "hotspare" in results and "haproxy" in results and results["haproxy"].requests_per_s > 0:
         ratio = results["hotspare"].requests_per_s / results["haproxy"].requests_per_s
         target = TARGETS[body]
         verdict = "meets" if ratio >= target else "BELOW"
         print(f"hotspare/HAProxy req/s = {ratio:.2f}  ({verdict} target >= {target})")
+        if cpu_us.get("hotspare") and cpu_us.get("haproxy"):
+            # CPU per request is far less sensitive to other work on a shared machine
+            # than req/s: it is the throughput ratio a dedicated core would give.
+            cost = statistics.median(cpu_us["haproxy"]) / statistics.median(cpu_us["hotspare"])
+            print(f"HAProxy/hotspare CPU per request = {cost:.2f}  (the req/s ratio if both were CPU-bound on a quiet core)")
 
 
 def profile_hotspare(procs: Processes, port: int, seconds: float, out_dir: Path) -> None:
@@ -257,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="hotspare-proxy-bench-") as tmp, Processes(Path(tmp)) as procs:
         workdir = Path(tmp)
         start_all(procs, workdir, ports, with_hotspare=with_hotspare)
+        # The proxies' own processes (single-process, single-thread each).
+        pids = {p.name: p.pid for p in procs.procs if p.name in ("haproxy", "hotspare")}
         if args.profile:
             if not with_hotspare:
                 parser.error("--profile needs hotspare")
@@ -271,20 +290,23 @@ def main(argv: list[str] | None = None) -> int:
                 # Warm-up: opens the proxy's backend connections, fills caches.
                 run_wrk(f"http://127.0.0.1:{port}/{body}", connections=CONNECTIONS, duration=1, cpu=LOAD_CPU)
             per_target: dict[str, list[WrkResult]] = {name: [] for name in targets}
+            cpu_us: dict[str, list[float]] = {name: [] for name in pids}
             for _ in range(runs):
                 # Interleaved, so a burst of noise from other work on the machine hits
                 # every target alike rather than one of them.
                 for name, port in targets.items():
                     for proc in procs.procs:
                         proc.check_running()
-                    per_target[name].append(
-                        run_wrk(f"http://127.0.0.1:{port}/{body}", connections=CONNECTIONS,
-                                duration=duration, cpu=LOAD_CPU)
-                    )
-            print_table(body, {n: median_result(rs) for n, rs in per_target.items()}, per_target)
+                    before = cpu_seconds(pids[name]) if name in pids else 0.0
+                    result = run_wrk(f"http://127.0.0.1:{port}/{body}", connections=CONNECTIONS,
+                                     duration=duration, cpu=LOAD_CPU)
+                    per_target[name].append(result)
+                    if name in pids and result.requests:
+                        cpu_us[name].append(1e6 * (cpu_seconds(pids[name]) - before) / result.requests)
+            print_table(body, {n: median_result(rs) for n, rs in per_target.items()}, per_target, cpu_us)
         if args.hold:
-            pids = ", ".join(f"{p.name}={p.pid}" for p in procs.procs)
-            print(f"\nholding (pids: {pids}); Ctrl-C to stop", flush=True)
+            held = ", ".join(f"{p.name}={p.pid}" for p in procs.procs)
+            print(f"\nholding (pids: {held}); Ctrl-C to stop", flush=True)
             try:
                 procs.procs[-1].popen.wait()
             except KeyboardInterrupt:
