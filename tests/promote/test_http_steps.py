@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import hmac
 import json
+import shutil
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -171,3 +175,45 @@ async def test_agent_refusal_missing_url_and_bad_token(serve: Serve) -> None:
     assert json.dumps(calls[0], sort_keys=True) == json.dumps(
         {"action": "stop-app", "epoch": 7, "node": "a", "service": "app"}, sort_keys=True
     )
+
+
+@pytest.fixture
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1, made by openssl."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed (./scripts/system-deps installs it)")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_http_step_verifies_tls_unless_told_otherwise(self_signed: tuple[Path, Path]) -> None:
+    # A real HTTPS server on 127.0.0.1:0 with that certificate.
+    cert, key = self_signed
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", ok)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
+    await site.start()
+    try:
+        url = f"https://127.0.0.1:{runner.addresses[0][1]}/hook"
+        res = await run([
+            make_step(name="strict", http={"url": url}, on_failure="continue"),
+            make_step(name="private-ca", http={"url": url, "ca_file": str(cert)}),
+            make_step(name="insecure", http={"url": url, "verify_tls": False}),
+        ])  # fmt: skip
+    finally:
+        await runner.cleanup()
+    assert [s.status for s in res.steps] == ["failed", "ok", "ok"]
+    assert "certificate" in res.steps[0].detail.lower()
