@@ -20,7 +20,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field, ValidationInfo, model_validator
 
-from hotspare.configtypes import Duration, StrictModel, read_secret
+from hotspare.configtypes import ByteSize, Duration, StrictModel, read_secret
 
 __all__ = ["ReplicationConfig", "RootConfig", "TlsConfig"]
 
@@ -104,7 +104,7 @@ class ReplicationConfig(StrictModel):
     # Parallel transfers per root on the sink.
     transfers: int = Field(default=4, ge=1, le=64)
     # Files smaller than this travel in bundles of many files per request.
-    bundle_file_max: int = Field(default=1024 * 1024, ge=0)
+    bundle_file_max: ByteSize = 1024 * 1024
 
     # Command that stops the application on this node (POST /v1/actions/stop-app):
     # one argv for every node, or {node: argv}.

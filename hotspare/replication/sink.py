@@ -436,6 +436,7 @@ class RootSink:
         """Fetch one large file, resuming a temp file left by an earlier run."""
         tag = _tag(c.path, c.entry)
         fd, have = await asyncio.to_thread(self.writer.open_tmp, c.path, tag, True)
+        writing: asyncio.Task[None] | None = None
         try:
             digest = hashlib.sha256()
             if have:
@@ -467,6 +468,7 @@ class RootSink:
                 left = size - have
                 buf: list[bytes] = []
                 nbuf = 0
+                # Write (and hash) one buffer in a thread while the next is received.
                 while left > 0:
                     chunk = await resp.content.read(min(left, 1 << 20))
                     if not chunk:
@@ -475,12 +477,20 @@ class RootSink:
                     buf.append(chunk)
                     nbuf += len(chunk)
                     if nbuf >= 8 << 20:
-                        await asyncio.to_thread(_write_hash, fd, buf, digest)
+                        if writing is not None:
+                            await writing
+                        writing = _write_task(fd, buf, digest)
                         buf, nbuf = [], 0
+                if writing is not None:
+                    await writing
+                    writing = None
                 if buf:
                     await asyncio.to_thread(_write_hash, fd, buf, digest)
                 trailer = await resp.content.readexactly(TRAILER_LEN)
         finally:
+            if writing is not None:  # the thread still uses fd: let it finish first
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(writing)
             os.close(fd)
         if trailer[:4] != TRAILER_OK:
             self.writer.discard_tmp(c.path, tag)
@@ -566,6 +576,10 @@ def _hash_fd(fd: int, length: int, digest: Any) -> None:
     for chunk in fileio.iter_chunks(fd, 0, length):
         digest.update(chunk)
     os.lseek(fd, length, os.SEEK_SET)
+
+
+def _write_task(fd: int, parts: list[bytes], digest: Any) -> asyncio.Task[None]:
+    return asyncio.create_task(asyncio.to_thread(_write_hash, fd, parts, digest), name="sink-write-behind")
 
 
 def _write_hash(fd: int, parts: list[bytes], digest: Any) -> None:

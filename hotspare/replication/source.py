@@ -17,6 +17,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -338,12 +339,23 @@ class RootSource:
             await resp.prepare(request)
             os.lseek(fd, start, os.SEEK_SET)
             left = length
-            while left > 0:
-                data = await asyncio.to_thread(_read_hash, fd, min(left, 4 << 20), digest)
-                if not data:
-                    break
-                left -= len(data)
-                await resp.write(data)
+            # Read (and hash) the next chunk in a thread while this one is sent.
+            nxt: asyncio.Task[bytes] | None = None
+            try:
+                nxt = _read_task(fd, min(left, 4 << 20), digest)
+                while left > 0 and nxt is not None:
+                    data = await nxt
+                    nxt = None
+                    if not data:
+                        break
+                    left -= len(data)
+                    if left > 0:
+                        nxt = _read_task(fd, min(left, 4 << 20), digest)
+                    await resp.write(data)
+            finally:
+                if nxt is not None:  # the thread still uses fd: let it finish first
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(nxt)
             if left:  # truncated while reading: pad so framing holds, mark it changed
                 await resp.write(b"\0" * left)
             after = os.fstat(fd)
@@ -424,6 +436,10 @@ def _first_error(exc: BaseException) -> str:
 def _hash_prefix(fd: int, length: int, digest: hashlib._Hash) -> None:
     for chunk in fileio.iter_chunks(fd, 0, length):
         digest.update(chunk)
+
+
+def _read_task(fd: int, n: int, digest: hashlib._Hash) -> asyncio.Task[bytes]:
+    return asyncio.create_task(asyncio.to_thread(_read_hash, fd, n, digest), name="source-read-ahead")
 
 
 def _read_hash(fd: int, n: int, digest: hashlib._Hash) -> bytes:

@@ -261,7 +261,6 @@ async def test_final_sync_and_stop_app_actions(tmp_path: Path, roots: tuple[Path
 
 
 async def test_router_unreachable_keeps_role_and_says_so(tmp_path: Path, roots: tuple[Path, Path]) -> None:
-    a, b = roots
     async with fake_router() as router:
         pair = Pair(rep_config(tmp_path))
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import signal
@@ -58,9 +59,13 @@ async def test_sink_killed_mid_transfer_resumes_without_corruption(tmp_path: Pat
     a.mkdir(parents=True)
     size = 400 * 1024 * 1024
     block = os.urandom(1024 * 1024)
-    with open(a / "export.bin", "wb") as f:
-        for _ in range(size // len(block)):
-            f.write(block)
+
+    def write() -> None:
+        with open(a / "export.bin", "wb") as f:
+            for _ in range(size // len(block)):
+                f.write(block)
+
+    await asyncio.to_thread(write)
     (a / "small.idx").write_text("small")
     want = hashlib.sha256((a / "export.bin").read_bytes()).hexdigest()
     source = Agent(rep_config(tmp_path), AgentOptions(node="a", fixed_role=Role("source", "app", "a", 1)))
