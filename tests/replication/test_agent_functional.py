@@ -273,3 +273,48 @@ async def test_router_unreachable_keeps_role_and_says_so(tmp_path: Path, roots: 
             assert "jobs" in agent.sources
         finally:
             await pair.close()
+
+
+async def test_role_reversal_with_sync_point_keeps_only_unreplicated_changes(
+    tmp_path: Path, roots: tuple[Path, Path]
+) -> None:
+    a, b = roots
+    b.mkdir(parents=True)
+    (b / "seed.txt").write_text("b's first file\n")
+    for name in ("stable.idx", "edited-by-a.idx", "edited-by-both.idx", "edited-by-b.idx"):
+        (b / name).write_text("v1")
+    async with fake_router() as router:
+        router.active = "b"
+        pair = Pair(rep_config(tmp_path))
+        try:
+            # Epoch 1: b active, a mirrors it and gets a sync point.
+            await pair.start("b", router.url)
+            await pair.start("a", router.url)
+            await wait_for(lambda: tree(a) == tree(b), 15, what="a mirrors b")
+            sink_a = pair.agents["a"].sinks["jobs"]
+            await wait_for(lambda: sink_a.fresh.in_sync and sink_a.fresh.last_reconcile_at, 10, what="a in sync")
+            # Epoch 2: a active; one of its edits reaches b, the last ones never do.
+            router.active, router.epoch = "a", 2
+            await wait_for(lambda: "jobs" in pair.agents["a"].sources, 10, what="a to serve")
+            await wait_for(lambda: "jobs" in pair.agents["b"].sinks, 10, what="b to mirror")
+            (a / "edited-by-a.idx").write_text("v2 by a, replicated")
+            await wait_for(lambda: (b / "edited-by-a.idx").read_text() == "v2 by a, replicated", 10,
+                           what="a's first edit to reach b")
+            await pair.stop("a")
+            (a / "edited-by-both.idx").write_text("v2 by a, lost in the crash")
+            (a / "new-on-a.idx").write_text("only a has this")
+            # Epoch 3: b active again and edits files itself.
+            router.active, router.epoch = "b", 3
+            await wait_for(lambda: "jobs" in pair.agents["b"].sources, 10, what="b to serve")
+            (b / "edited-by-both.idx").write_text("v3 by b")
+            (b / "edited-by-b.idx").write_text("v3 by b")
+            await pair.start("a", router.url)
+            await wait_for(lambda: tree(a) == tree(b), 15, what="a mirrors b again")
+            q = a / ".hotspare" / "quarantine" / "epoch-3"
+            kept = sorted(p.name for p in q.rglob("*") if p.is_file())
+            assert kept == ["edited-by-both.idx", "new-on-a.idx"], kept
+            assert (q / "edited-by-both.idx").read_text() == "v2 by a, lost in the crash"
+            assert (a / "edited-by-b.idx").read_text() == "v3 by b"
+            assert (a / "edited-by-a.idx").read_text() == "v2 by a, replicated"
+        finally:
+            await pair.close()
