@@ -226,12 +226,16 @@ def start_stack(procs: Processes, workdir: Path, proxy: str, ports: Ports) -> di
         )
     if proxy == "haproxy":
         (workdir / "haproxy.cfg").write_text(haproxy_config(ports))
-        procs.start("haproxy", [require_program("haproxy"), "-db", "-f", str(workdir / "haproxy.cfg")],
-                    port=ports.proxy)
+        started["proxy"] = procs.start(
+            "haproxy", [require_program("haproxy"), "-db", "-f", str(workdir / "haproxy.cfg")],
+            port=ports.proxy,
+        )
     else:
         (workdir / "hotspare.yaml").write_text(hotspare_config(workdir, ports))
-        procs.start("hotspare", [str(HOTSPARE), "router", "-c", str(workdir / "hotspare.yaml")],
-                    port=ports.proxy, timeout=30)
+        started["proxy"] = procs.start(
+            "hotspare", [str(HOTSPARE), "router", "-c", str(workdir / "hotspare.yaml")],
+            port=ports.proxy, timeout=30,
+        )
     return started
 
 
@@ -263,6 +267,12 @@ async def one_run(
             run_id=run_id, schedule=[job],
         )
         after = await final_state(proxy, ports)
+        code = backends["proxy"].popen.poll()
+        if code is not None:
+            # The proxy itself died during the run: say so with its last words.
+            lines = backends["proxy"].output_tail(4000).splitlines()
+            last = " | ".join(line.strip() for line in lines if line.strip())[-600:]
+            after = f"{proxy} EXITED with status {code} during the run: {last}"
         logs = [workdir / "a.posts", workdir / "b.posts"]
         if fault == "hang":
             active.signal(signal.SIGCONT)
