@@ -211,9 +211,9 @@ def _wait_http(url: str) -> None:
             time.sleep(0.05)
 
 
-def _rsync_once(url: str, dst: Path) -> float:
+def _rsync_once(url: str, dst: Path, extra: tuple[str, ...] = ()) -> float:
     """One rsync run; returns its CPU seconds (client, via wait4)."""
-    p = subprocess.Popen(["rsync", "-a", "--delete", url, str(dst) + "/"])
+    p = subprocess.Popen(["rsync", "-a", "--delete", *extra, url, str(dst) + "/"])
     _, status, ru = os.wait4(p.pid, 0)
     p.returncode = os.waitstatus_to_exitcode(status)
     if p.returncode not in (0, 24):
@@ -221,7 +221,14 @@ def _rsync_once(url: str, dst: Path) -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def run_rsync(work: Path, src: Path, dst: Path, lag_seconds: float) -> dict[str, float | int | str]:
+def run_rsync_fsync(work: Path, src: Path, dst: Path, lag_seconds: float) -> dict[str, float | int | str]:
+    """rsync --fsync: the same durability as hotspare's fsync-before-rename."""
+    return run_rsync(work, src, dst, lag_seconds, ("--fsync",))
+
+
+def run_rsync(
+    work: Path, src: Path, dst: Path, lag_seconds: float, extra: tuple[str, ...] = ()
+) -> dict[str, float | int | str]:
     port = free_port()
     conf = work / "rsyncd.conf"
     conf.write_text(f"""
@@ -248,16 +255,16 @@ use chroot = no
                 time.sleep(0.05)
         dst.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
-        cpu += _rsync_once(url, dst)
+        cpu += _rsync_once(url, dst, extra)
         t_init = time.monotonic() - t0
         touch_50(src, 2)
         t1 = time.monotonic()
-        cpu += _rsync_once(url, dst)
+        cpu += _rsync_once(url, dst, extra)
         t_incr = time.monotonic() - t1
         loop_cpu = [0.0]
 
         def pump() -> None:
-            loop_cpu[0] += _rsync_once(url, dst)
+            loop_cpu[0] += _rsync_once(url, dst, extra)
 
         lags = measure_lag(src, dst, lag_seconds, pump)
         cpu += loop_cpu[0] + cpu_of(d.pid)
@@ -294,7 +301,7 @@ def main() -> int:
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of files and sizes (0.1: quick run)")
     ap.add_argument("--lag-seconds", type=float, default=20.0)
     ap.add_argument("--dir", type=Path, default=None, help="work folder (default: a temp folder)")
-    ap.add_argument("--only", action="append", choices=["hotspare", "rsync", "lsyncd"])
+    ap.add_argument("--only", action="append", choices=["hotspare", "rsync", "rsync --fsync", "lsyncd"])
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="hs-repl-bench-", dir=args.dir))
     src = work / "src"
@@ -304,10 +311,11 @@ def main() -> int:
     snap = snapshot(src)
     total = sum(s for s, _ in snap.values())
     print(f"{len(snap)} files, {total / 2**20:.0f} MiB", flush=True)
-    tools = {"hotspare": run_hotspare, "rsync": run_rsync, "lsyncd": run_lsyncd}
+    tools = {"hotspare": run_hotspare, "rsync": run_rsync, "rsync --fsync": run_rsync_fsync,
+             "lsyncd": run_lsyncd}
     results: dict[str, dict[str, object]] = {}
     for name in args.only or list(tools):
-        dst = work / f"dst-{name}"
+        dst = work / f"dst-{name.split()[0]}"
         subprocess.run(["sync"], check=False)
         print(f"-- {name}", flush=True)
         results[name] = tools[name](work, src, dst, args.lag_seconds)  # type: ignore[assignment]

@@ -384,6 +384,7 @@ class RootSink:
         body = {"paths": [encode_wire(c.path) for c in copies]}
         tag = f"b{os.getpid()}-{id(copies):x}"
         got: list[tuple[str, Entry, str]] = []
+        datas: list[bytes] = []
         pending = 0
         nbytes = 0
         async with self.session.post(f"{self.url}/bundle", json=body, headers=self.headers) as resp:
@@ -407,12 +408,11 @@ class RootSink:
                 if hashlib.sha256(data).digest() != digest:
                     raise TransferFailed(f"{encode_wire(c.path)}: digest mismatch in bundle")
                 entry = Entry(size, int(head["m"]), int(head["o"]))
-                ftag = f"{tag}-{i}"
-                await asyncio.to_thread(self._write_tmp, c.path, ftag, data)
-                got.append((c.path, entry, ftag))
+                got.append((c.path, entry, f"{tag}-{i}"))
+                datas.append(data)
                 nbytes += size
         if got:
-            await asyncio.to_thread(self._place_batch, got)
+            await asyncio.to_thread(self._place_batch, got, datas)
             self._count(len(got), nbytes)
         return pending
 
@@ -426,7 +426,9 @@ class RootSink:
         finally:
             os.close(fd)
 
-    def _place_batch(self, got: list[tuple[str, Entry, str]]) -> None:
+    def _place_batch(self, got: list[tuple[str, Entry, str]], datas: list[bytes]) -> None:
+        for (path, _, tag), data in zip(got, datas, strict=True):
+            self._write_tmp(path, tag, data)
         self.writer.flush()  # one syncfs for the whole batch, before any rename
         for path, entry, tag in got:
             self.writer.place(path, tag, entry, fsync=False)
