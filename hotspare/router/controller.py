@@ -72,6 +72,7 @@ _TRAFFIC = {
     OutcomeKind.RESET: Traffic.RESET,
     OutcomeKind.TIMEOUT: Traffic.TIMEOUT,
     OutcomeKind.BAD_RESPONSE: Traffic.BAD_RESPONSE,
+    OutcomeKind.SLOW: Traffic.SLOW,
 }
 
 
@@ -106,6 +107,50 @@ class FailoverDirector(Director):
         self.on_abort: Callable[[str], None] | None = None  # set by the proxy (AbortInflight)
         self.state = "active"
         self.healthy: dict[str, bool | None] = dict.fromkeys((b.name for b in service.backends), None)
+        self.health: dict[str, Health] = {}  # the detector's latest verdict (absent: not probed yet)
+        self.probed: Callable[[str], Health | None] = lambda backend: None  # the health checker's view
+        self._changed = asyncio.Event()
+
+    def _notify(self) -> None:
+        """Wake every request waiting for a decision (route, mode or health changed)."""
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    def set_health(self, backend: str, health: Health) -> None:
+        self.health[backend] = health
+        self.healthy[backend] = health is not Health.DOWN
+        self._notify()
+
+    def set_mode(self, mode: str, refusal: Refusal | None = None) -> None:
+        self.mode, self.refusal = mode, refusal
+        self._notify()
+
+    def could_fail_over(self, backend: str) -> bool:
+        """Could the failover layer move traffic off ``backend`` (automatic failover on,
+        another backend not known to be down)? If not, waiting for its verdict is pointless."""
+        return self._service.failover.automatic and any(
+            b.name != backend and self._healthy(b.name) is not False for b in self._service.backends
+        )
+
+    async def wait_verdict(self, route: Route, timeout: float) -> None:  # noqa: ASYNC109 - a bound, not a deadline API
+        """After a failed attempt on ``route``: wait (at most ``timeout`` s) until the
+        service routes elsewhere (another backend or epoch, hold, refuse) or the backend's
+        detector no longer suspects it (a probe cleared the evidence). The caller then
+        asks :meth:`route` again."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        name = route.backend.name
+        while self.mode == "route" and self._route.backend.name == name and self._route.epoch == route.epoch:
+            if self.health.get(name, Health.UP) is Health.UP:
+                return
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            try:
+                async with asyncio.timeout(left):
+                    await self._changed.wait()
+            except TimeoutError:
+                return
 
     def route(self) -> Route:
         if self.mode == "route":
@@ -145,8 +190,14 @@ class FailoverDirector(Director):
             active=self._route.backend.name,
             epoch=self._route.epoch,
             state=self.state,
-            backends=tuple(BackendView(b.name, b.url, self.healthy.get(b.name)) for b in self._service.backends),
+            backends=tuple(BackendView(b.name, b.url, self._healthy(b.name)) for b in self._service.backends),
         )
+
+    def _healthy(self, backend: str) -> bool | None:
+        h = self.probed(backend)
+        if h is None:
+            return self.healthy.get(backend)
+        return h is not Health.DOWN
 
     def report(self, backend_name: str, outcome: Outcome) -> None:
         if self.on_report is not None:
@@ -154,9 +205,13 @@ class FailoverDirector(Director):
 
     # -- driven by the controller ---------------------------------------------------------
 
+    def update(self, service: ServiceConfig) -> None:
+        super().update(service)
+        self.hold.limits = HoldLimits.from_config(service.failover)
+
     def route_to(self, backend: str, epoch: int) -> None:
         self._route = Route(self._service.backend(backend), epoch)
-        self.mode, self.refusal = "route", None
+        self.set_mode("route")
 
     def release(self) -> None:
         for key in self.hold.release_all():
@@ -193,6 +248,7 @@ class ServiceController:
         self.director = FailoverDirector(service, initial.active, initial.epoch)
         self.director.on_report = self._on_report
         self.checker = HealthChecker(service, self._on_transition, clock=clock)
+        self.director.probed = self.checker.health
         self._run_promotion = run_promotion or self._default_promotion
         self._audit = AuditLog(config.audit_log_path)
         self._agent_token = config.replication.token if config.replication else None
@@ -219,10 +275,25 @@ class ServiceController:
     def submit(self, event: Event) -> None:
         self._events.put_nowait(event)
 
+    def update(self, service: ServiceConfig) -> None:
+        """A reload: new promotion steps and hold limits apply at once; changes to the
+        backends' names, health checks or detection need a restart (logged)."""
+        old = self.service
+        if [b.name for b in service.backends] != [b.name for b in old.backends]:
+            log.error("service %s: reload renames, adds or removes backends; failover keeps %s until a restart",
+                      service.name, [b.name for b in old.backends])
+            return
+        if service.health != old.health or service.failover.model_dump(exclude={"hold", "retry_after"}) != \
+                old.failover.model_dump(exclude={"hold", "retry_after"}):
+            log.warning("service %s: reload: health and detection changes take effect at the next restart",
+                        service.name)
+        self.service = service
+        self.director.update(service)
+
     # -- inputs ---------------------------------------------------------------------------
 
     def _on_transition(self, service: str, t: Transition) -> None:
-        self.director.healthy[t.backend] = t.new is not Health.DOWN
+        self.director.set_health(t.backend, t.new)
         if t.new is Health.DOWN:
             self.submit(BackendDown(t.now, t.backend, t.cause, t.since, t.detail))
         elif t.new is Health.UP and t.old is Health.DOWN:
@@ -257,7 +328,7 @@ class ServiceController:
                     metrics.ACTIVE_BACKEND.labels(name, b.name).set(1 if b.name == a.backend else 0)
                 metrics.EPOCH.labels(name).set(a.epoch)
             elif isinstance(a, HoldTraffic):
-                self.director.mode = "hold"
+                self.director.set_mode("hold")
             elif isinstance(a, AbortInflight):
                 if self.director.on_abort is not None:
                     self.director.on_abort(a.backend)
@@ -266,8 +337,7 @@ class ServiceController:
             elif isinstance(a, RefuseHeld):
                 self.director.refuse_held(Refusal(a.status, a.retry_after, a.reason))
             elif isinstance(a, RefuseTraffic):
-                self.director.mode = "refuse"
-                self.director.refusal = Refusal(a.status, a.retry_after, a.reason)
+                self.director.set_mode("refuse", Refusal(a.status, a.retry_after, a.reason))
             elif isinstance(a, RaiseAlarm):
                 log.error("service %s ALARM (%s): %s", name, a.cause, a.message)
                 self.alarms.append(f"{a.cause}: {a.message}")

@@ -38,6 +38,7 @@ class OutcomeKind(Enum):
     RESET = "reset"  # connection broke after the request was (maybe) sent
     TIMEOUT = "timeout"  # no first byte in time, or the body stalled
     BAD_RESPONSE = "bad_response"  # malformed or ambiguously framed response
+    SLOW = "slow"  # no first byte after health.timeout yet (reported once; the request goes on)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +55,7 @@ OUTCOME_CONNECT_FAILED = Outcome(OutcomeKind.CONNECT_FAILED)
 OUTCOME_RESET = Outcome(OutcomeKind.RESET)
 OUTCOME_TIMEOUT = Outcome(OutcomeKind.TIMEOUT)
 OUTCOME_BAD_RESPONSE = Outcome(OutcomeKind.BAD_RESPONSE)
+OUTCOME_SLOW = Outcome(OutcomeKind.SLOW)
 
 
 class NoRoute(Exception):

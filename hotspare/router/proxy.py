@@ -19,6 +19,20 @@ Rules:
    cause and the request id (502/504, translated once in upstream.translate); after the
    response started, the client connection is aborted so a truncated body can never
    look complete. Never a traceback to the client.
+6. Failover (see hold.py and controller.py): while the service switches, the director
+   raises MustHold and the request waits in the hold queue for the new active; NoRoute
+   is answered 503 + Retry-After (a self-refreshing page for browsers). Request bodies
+   are kept in memory up to ``failover.replay_buffer`` while they stream, so that after
+   a failure before the response started the request can go again: at once to the new
+   route if there is one, else after the detector's verdict on the failed backend
+   (:meth:`FailoverDirector.wait_verdict`). Which requests may go again is decided by
+   :func:`hold.may_replay`; the others get 502 with the reason. A request failing on a
+   reused keep-alive connection the backend had just closed goes again once on a fresh
+   connection (safe method or whole body kept) and is not held against the backend.
+7. Requests waiting for response headers are registered per backend; when a backend is
+   declared dead (``abort_inflight``) they stop waiting at once and follow rule 6.
+   No first byte after ``health.timeout`` is reported once as SLOW (evidence for a
+   confirming probe, never a failure by itself).
 """
 
 from __future__ import annotations
@@ -27,6 +41,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
@@ -36,13 +51,17 @@ from yarl import URL
 
 from . import metrics
 from .accesslog import AccessLog, AccessRecord
+from .controller import FailoverDirector, MustHold
+from .detector import Health
 from .director import (
     OUTCOME_BAD_RESPONSE,
     OUTCOME_CONNECT_FAILED,
     OUTCOME_RESET,
+    OUTCOME_SLOW,
     OUTCOME_TIMEOUT,
     NoRoute,
     Outcome,
+    Route,
 )
 from .errors import (
     ClientGone,
@@ -54,8 +73,9 @@ from .errors import (
     UpstreamTimeout,
 )
 from .headers import request_headers, response_headers, sane_request_id
+from .hold import Refusal, refusal_reply, replay_refusal_reason
 from .routes import ServiceRuntime, ServiceTable
-from .upstream import translate
+from .upstream import CONNECTION_REUSED, translate
 from .websocket import proxy_websocket
 
 __all__ = ["Proxy"]
@@ -71,28 +91,45 @@ _OUTCOME = {
     UpstreamProtocolError: OUTCOME_BAD_RESPONSE,
 }
 CLIENT_CLOSED = 499  # logged (never sent) when the client went away first
+MAX_ATTEMPTS = 4  # first try + stale-connection retry + replays: never a loop
 
 
 class _Body:
     """The client's request body as an async iterator for the upstream request.
 
     Records a client-side fault (``fault``) so the proxy can tell it from a backend one.
+    Keeps what it streamed, up to ``keep`` bytes, so the request can be sent again
+    (:meth:`chunks` yields the kept bytes first, then reads on from the client); past
+    ``keep`` nothing is kept and ``kept`` is None: the body cannot be sent again.
     """
 
-    __slots__ = ("_idle", "_limit", "_request", "expect", "fault", "received")
+    __slots__ = ("_idle", "_keep", "_limit", "_request", "done", "expect", "fault", "kept", "received")
 
-    def __init__(self, request: BaseRequest, limit: int | None, idle: float, expect: bool) -> None:
+    def __init__(self, request: BaseRequest, limit: int | None, idle: float, expect: bool, keep: int) -> None:
         self._request = request
         self._limit = limit
         self._idle = idle or None
+        self._keep = keep
         self.expect = expect
         self.fault: Exception | None = None
         self.received = 0
+        self.kept: list[bytes] | None = []
+        self.done = False  # read to its end
+
+    @property
+    def kept_size(self) -> int | None:
+        """Bytes of body in hand (all received so far), or None if not kept."""
+        return None if self.kept is None else self.received
 
     async def chunks(self) -> AsyncIterator[bytes]:
         if self.expect:
             self.expect = False
             await self._request.writer.write(_CONTINUE)
+        if self.kept:
+            for chunk in list(self.kept):
+                yield chunk
+        if self.done:
+            return
         content = self._request.content
         limit = self._limit
         while True:
@@ -106,12 +143,39 @@ class _Body:
                 self.fault = ClientGone(f"client body broken off ({type(exc).__name__})")
                 raise self.fault from None
             if not chunk:
+                self.done = True
                 return
             self.received += len(chunk)
             if limit is not None and self.received > limit:
                 self.fault = RequestBodyTooLarge(limit)
                 raise self.fault
+            if self.kept is not None:
+                if self.received <= self._keep:
+                    self.kept.append(chunk)
+                else:
+                    self.kept = None
             yield chunk
+
+
+@dataclass(slots=True)
+class _Failure:
+    """One attempt failed before the response started."""
+
+    err: UpstreamError
+    raw: BaseException | None  # what aiohttp raised (None: aborted by failover)
+    backend: str
+    reused: bool  # on a reused keep-alive connection
+    aborted: bool  # the backend was declared dead while we waited
+
+
+class _Waiting:
+    """A request waiting for response headers from a backend (for abort_inflight)."""
+
+    __slots__ = ("aborted", "task")
+
+    def __init__(self, task: asyncio.Task[object]) -> None:
+        self.task = task
+        self.aborted = False
 
 
 def _text(status: int, text: str, request_id: str, extra: dict[str, str] | None = None) -> web.Response:
@@ -132,6 +196,18 @@ class Proxy:
         self._request_children: dict[tuple[str, str, str, int], Counter] = {}
         self._inflight_children: dict[str, Gauge] = {}
         self._duration_children: dict[tuple[str, str], Histogram] = {}
+        self._waiting: dict[tuple[str, str], set[_Waiting]] = {}
+
+    def abort_inflight(self, service: str, backend: str) -> None:
+        """``backend`` of ``service`` is declared dead: every request waiting on it for
+        response headers stops waiting now (it is replayed or answered 502)."""
+        waiting = self._waiting.pop((service, backend), set())
+        for w in waiting:
+            w.aborted = True
+            w.task.cancel()
+        if waiting:
+            log.warning("service %s: backend %s declared dead; %d request(s) waiting on it stopped",
+                        service, backend, len(waiting))
 
     def set_table(self, table: ServiceTable) -> None:
         self.table = table
@@ -235,15 +311,102 @@ class Proxy:
             if expect is not None:
                 if expect.lower() != "100-continue":
                     return self._refuse(svc, request, request_id, 417, "expectation failed: only 100-continue is supported", close=True), "none", 0
-            body = _Body(request, limit, svc.idle, expect is not None and request.version >= (1, 1))
+            body = _Body(request, limit, svc.idle, expect is not None and request.version >= (1, 1),
+                         svc.config.failover.replay_buffer)
 
+        director = svc.director
         try:
-            route = svc.director.route()
+            route = await self._route(svc, body)
         except NoRoute as exc:
-            return self._refuse(svc, request, request_id, exc.status, f"service unavailable: {exc.reason}", extra={"Retry-After": str(exc.retry_after)}), "none", 0
+            return self._no_route(svc, request, request_id, exc), "none", 0
+        stale_retried = False
+        for attempt in range(MAX_ATTEMPTS):
+            result = await self._attempt(svc, request, request_id, started, route, body)
+            if not isinstance(result, _Failure):
+                return result
+            f = result
+            backend = f.backend
+            last = attempt == MAX_ATTEMPTS - 1
+            # 1. A keep-alive connection the backend closed just as we sent: once more on a
+            #    fresh connection, not held against the backend.
+            if (
+                not last and not stale_retried and f.reused
+                and isinstance(f.raw, aiohttp.ServerDisconnectedError)
+                and (method in svc.config.failover.safe_methods or body is None or
+                     (body.kept is not None and body.fault is None))
+            ):
+                stale_retried = True
+                log.info("backend %s closed a kept-alive connection as %s %s id=%s was sent; "
+                         "retrying on a fresh connection", backend, method, request.path, request_id)
+                continue
+            if not f.aborted:
+                director.report(backend, _OUTCOME.get(type(f.err), OUTCOME_RESET))
+            metrics.UPSTREAM_ERRORS.labels(svc.name, backend, f.err.metric_cause).inc()
+            # 2. May it go again (to the new active, or to this one once it is cleared)?
+            fo = svc.config.failover
+            reason = replay_refusal_reason(
+                method, "Idempotency-Key" in headers, 0 if body is None else body.kept_size,
+                f.err.sent, fo.safe_methods, fo.replay_buffer,
+            )
+            if reason is None and last:
+                reason = f"gave up after {MAX_ATTEMPTS} attempts"
+            if reason is None:
+                try:
+                    again = await self._route_after_failure(svc, route)
+                except NoRoute as exc:
+                    log.error("%s; no backend to send %s %s id=%s to: %s",
+                              f.err.cause, method, request.path, request_id, exc.reason)
+                    return self._no_route(svc, request, request_id, exc), backend, 0
+                if again is not None:
+                    route = again
+                    metrics.REPLAYED.labels(svc.name, method if method in _KNOWN_METHODS else "other").inc()
+                    log.warning("%s; sending %s %s id=%s again, to %s (epoch %d)",
+                                f.err.cause, method, request.path, request_id, route.backend.name, route.epoch)
+                    continue
+                reason = "no other backend could take it in time"
+            metrics.REFUSED.labels(svc.name, "not_replayable").inc()
+            return self._upstream_failed(svc, request, request_id, f.err, backend, reason), backend, 0
+        raise AssertionError("unreachable: the last attempt always answers")  # pragma: no cover
+
+    async def _route(self, svc: ServiceRuntime, body: _Body | None) -> Route:
+        """The route for a new request; held while the service switches. NoRoute: refuse."""
+        director = svc.director
+        try:
+            return director.route()
+        except MustHold:
+            if not isinstance(director, FailoverDirector):  # pragma: no cover - only it raises MustHold
+                raise
+            size = body.kept_size if body is not None else 0
+            return await director.wait_for_route(size or 0)
+
+    async def _route_after_failure(self, svc: ServiceRuntime, failed: Route) -> Route | None:
+        """Where a replayable request goes after ``failed`` did not answer: the new route
+        once the failover layer decided, the same one if a probe cleared the backend,
+        None if nothing changed in time."""
+        director = svc.director
+        if isinstance(director, FailoverDirector) and director.could_fail_over(failed.backend.name):
+            h = svc.config.health
+            await director.wait_verdict(failed, h.timeout * 2 + h.fast_interval)
+        route = await self._route(svc, None)
+        if route.backend.name == failed.backend.name and route.epoch == failed.epoch:
+            if not isinstance(director, FailoverDirector) or director.health.get(failed.backend.name) is not Health.UP:
+                return None  # nothing changed: the same backend again would fail the same way
+        return route
+
+    async def _attempt(
+        self,
+        svc: ServiceRuntime,
+        request: BaseRequest,
+        request_id: str,
+        started: float,
+        route: Route,
+        body: _Body | None,
+    ) -> tuple[web.StreamResponse, str, int] | _Failure:
+        """One try on ``route``: the whole response, or what failed before it started."""
+        method = request.method
+        headers = request.headers
         target = svc.targets[route.backend.name]
         backend = target.config.name
-
         out = request_headers(
             headers,
             host=headers.get("Host", target.host_header) if svc.preserve_host else target.host_header,
@@ -258,6 +421,16 @@ class Proxy:
         pool = target.pool
         pool.acquire()
         upstream: aiohttp.ClientResponse | None = None
+        task = asyncio.current_task()
+        assert task is not None
+        waiting = _Waiting(task)
+        key = (svc.name, backend)
+        self._waiting.setdefault(key, set()).add(waiting)
+        director = svc.director
+        slow = asyncio.get_running_loop().call_later(
+            svc.config.health.timeout, director.report, backend, OUTCOME_SLOW
+        )
+        CONNECTION_REUSED.set(False)
         try:
             try:
                 upstream = await pool.session.request(
@@ -274,14 +447,23 @@ class Proxy:
                 if upstream is not None:
                     upstream.close()
                 if isinstance(exc, asyncio.CancelledError):
+                    if waiting.aborted and task.uncancel() == 0:
+                        err = UpstreamResetError(f"backend {backend} was declared dead while this request waited on it")
+                        return _Failure(err, None, backend, False, True)
                     raise
                 if body is not None and body.fault is not None:
                     return self._client_fault(svc, request, request_id, body.fault, backend), backend, 0
-                err = translate(exc, backend)
-                return self._upstream_failed(svc, request, request_id, err, backend), backend, 0
+                return _Failure(translate(exc, backend), exc, backend, CONNECTION_REUSED.get(), False)
+            finally:
+                slow.cancel()
+                ws = self._waiting.get(key)
+                if ws is not None:
+                    ws.discard(waiting)
+                    if not ws:
+                        del self._waiting[key]
 
             status = upstream.status
-            svc.director.report(backend, Outcome.ok(status))
+            director.report(backend, Outcome.ok(status))
             resp = web.StreamResponse(
                 status=status,
                 reason=upstream.reason,
@@ -412,15 +594,26 @@ class Proxy:
         return resp
 
     def _upstream_failed(
-        self, svc: ServiceRuntime, request: BaseRequest, request_id: str, err: UpstreamError, backend: str
+        self, svc: ServiceRuntime, request: BaseRequest, request_id: str, err: UpstreamError, backend: str,
+        reason: str,
     ) -> web.Response:
-        svc.director.report(backend, _OUTCOME.get(type(err), OUTCOME_RESET))
-        metrics.UPSTREAM_ERRORS.labels(svc.name, backend, err.metric_cause).inc()
-        log.error("%s; answered %d to %s %s id=%s", err.cause, err.status, request.method, request.path, request_id)
+        log.error("%s; answered %d to %s %s id=%s (not sent again: %s)",
+                  err.cause, err.status, request.method, request.path, request_id, reason)
         what = "gateway timeout" if err.status == 504 else "bad gateway"
-        resp = _text(err.status, f"{what}: {err.cause}", request_id)
+        resp = _text(err.status, f"{what}: {err.cause}\nnot sent again: {reason}", request_id)
         if request.body_exists:
             resp.force_close()
+        return resp
+
+    def _no_route(self, svc: ServiceRuntime, request: BaseRequest, request_id: str, exc: NoRoute) -> web.Response:
+        """503 + Retry-After; the switching page for browsers."""
+        reply = refusal_reply(Refusal(exc.status, exc.retry_after, exc.reason), svc.name, request.headers.get("Accept"))
+        resp = web.Response(status=reply.status, body=reply.body, headers=[*reply.headers, ("X-Request-ID", request_id)])
+        if request.body_exists:
+            resp.force_close()  # the unread body must not be parsed as the next request
+        metrics.REFUSED.labels(svc.name, "no_route").inc()
+        log.warning("service %s unavailable (%s); answered %d to %s %s id=%s",
+                    svc.name, exc.reason, reply.status, request.method, request.path, request_id)
         return resp
 
     def _client_fault(

@@ -2,12 +2,17 @@
 
 Rules:
 
-1. ``Router(config)`` builds nothing that does I/O; ``await start()`` binds every
-   listener and the admin listener and returns the bound addresses; ``await stop()``
-   shuts down in the order written in :meth:`Router.stop`.
+1. ``Router(config)`` binds nothing and starts nothing. It reads the state file (each
+   service's active backend and epoch; :class:`StateFileError` if the file cannot be
+   trusted, and then nothing is served) and the promotion audit log (runs that a
+   previous router left unfinished are reported, never ignored). ``await start()`` starts
+   one failover controller per service (task ``failover:<service>``, owned here) and
+   binds every listener and the admin listener, returning the bound addresses;
+   ``await stop()`` shuts down in the order written in :meth:`Router.stop`.
 2. ``reload(config)`` swaps the service table whole: new requests see the new config,
    requests in flight finish with the one they started with, and no connection is
-   dropped. Directors (the failover decision) survive a reload by service name; backend
+   dropped. Failover controllers (and their directors: the failover decision) survive a
+   reload by service name; backend
    pools survive when their settings are unchanged, the others close once idle.
    Listeners and the admin address are bound once: changing them needs a restart
    (a reload says so in the log).
@@ -29,16 +34,20 @@ from pathlib import Path
 
 from aiohttp import web
 
+from hotspare.promote.audit import AuditLog
+
 from . import metrics
 from .accesslog import AccessLog
 from .admin import build_admin_app
-from .config import Config, LogConfig, load_config, parse_hostport
-from .director import Director, make_director
-from .errors import ConfigError
+from .config import Config, LogConfig, ServiceConfig, load_config, parse_hostport
+from .controller import ServiceController
+from .director import Director
+from .errors import ConfigError, StateFileError
 from .listeners import make_redirect_handler, server_ssl_context
 from .proxy import Proxy
 from .rewrite import Rewriter
 from .routes import ServiceRuntime, ServiceTable, client_timeout, make_target
+from .state import ServiceState, StateFile
 from .upstream import BackendPool, PoolKey, pool_key
 
 __all__ = [
@@ -68,11 +77,15 @@ class ServiceStatistics:
     epoch: int
     state: str
     backends: tuple[BackendStatistics, ...]
+    alarms: tuple[str, ...] = ()  # newest last; raised by the failover controller
 
 
 @dataclass(frozen=True, slots=True)
 class RouterStatistics:
     services: tuple[ServiceStatistics, ...]
+    # Promotion runs a previous router left without an end (it died mid-promotion):
+    # "run <id> of <service> <old>-><new> epoch <n> stopped during step <i>. <name>".
+    unfinished_promotions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +95,22 @@ class BoundAddresses:
 
 
 class Router:
+    """The front door. ``router.controllers[name]`` is each service's
+    :class:`ServiceController` (admin calls go through its ``submit(event)``, which
+    raises ``Refused`` for a request the machine turns down); ``router.directors[name]``
+    is the same controller's director."""
+
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.state_file = StateFile(config.state_file)
+        self._initial: dict[str, ServiceState] = self.state_file.load(config.services)  # StateFileError
+        self.unfinished_promotions = _unfinished_runs(config)
+        self.controllers: dict[str, ServiceController] = {}
         self.directors: dict[str, Director] = {}
+        self._controller_tasks: dict[str, asyncio.Task[None]] = {}
+        self.failed: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
         self._pools: dict[PoolKey, BackendPool] = {}
+        self._started = False
         self._retiring: set[asyncio.Task[None]] = set()
         self.access_log = AccessLog(config.log.access_log, config.log.access_format)
         self.proxy = Proxy(self._build_table(config), self.access_log)
@@ -93,6 +118,9 @@ class Router:
         self._sites: list[web.TCPSite] = []
         self._admin_runner: web.AppRunner | None = None
         self.bound: BoundAddresses | None = None
+        for line in self.unfinished_promotions:
+            log.error("unfinished promotion from before this start (the router died during it): %s; "
+                      "check the old and new active by hand (`hotspare promote --history`)", line)
 
     # -- building ---------------------------------------------------------------------
 
@@ -100,11 +128,14 @@ class Router:
         services: dict[str, ServiceRuntime] = {}
         wanted: dict[PoolKey, BackendPool] = {}
         for sc in config.services:
-            director = self.directors.get(sc.name)
-            if director is None:
-                director = self.directors[sc.name] = make_director(sc)
+            ctl = self.controllers.get(sc.name)
+            if ctl is None:
+                ctl = self.controllers[sc.name] = self._make_controller(config, sc)
+                if self._started:
+                    self._run_controller(ctl)
             else:
-                director.update(sc)
+                ctl.update(sc)
+            director = self.directors[sc.name] = ctl.director
             targets = {}
             for b in sc.backends:
                 key = pool_key(b, sc.pool)
@@ -121,14 +152,54 @@ class Router:
                 max_body_size=sc.max_body_size,
                 preserve_host=sc.preserve_host,
             )
-        for gone in set(self.directors) - set(services):
+        for gone in set(self.controllers) - set(services):
             del self.directors[gone]
+            del self.controllers[gone]
+            task = self._controller_tasks.pop(gone, None)
+            if task is not None:
+                task.cancel()  # its probes and promotions stop with it
         for key, pool in self._pools.items():
             if key not in wanted:
                 self._retire(pool)
         self._pools = wanted
         self._publish(config)
         return ServiceTable(config, services)
+
+    def _make_controller(self, config: Config, sc: ServiceConfig) -> ServiceController:
+        initial = self._initial.get(sc.name)
+        if initial is None or initial.active not in {b.name for b in sc.backends}:
+            try:
+                initial = self.state_file.get(sc.name)  # added by a reload: as stored, if stored
+            except KeyError:
+                initial = ServiceState(sc.backends[0].name, 0)
+            if initial.active not in {b.name for b in sc.backends}:
+                raise StateFileError(
+                    f"{self.state_file.path}: service {sc.name!r} has active backend {initial.active!r}, "
+                    f"which the config does not name"
+                )
+        ctl = ServiceController(config, sc, self.state_file, initial)
+        name = sc.name
+        # Requests waiting on a backend declared dead stop waiting at once (proxy rule).
+        ctl.director.on_abort = lambda backend: self.proxy.abort_inflight(name, backend)
+        return ctl
+
+    def _run_controller(self, ctl: ServiceController) -> None:
+        name = ctl.service.name
+        task = asyncio.get_running_loop().create_task(ctl.run(), name=f"failover:{name}")
+        self._controller_tasks[name] = task
+
+        def done(t: asyncio.Task[None]) -> None:
+            if self._controller_tasks.get(name) is t:
+                del self._controller_tasks[name]
+            if t.cancelled():
+                return
+            exc = t.exception() or RuntimeError(f"failover controller of {name} returned")
+            log.critical("service %s: failover controller stopped: %s; the router stops", name, exc,
+                         exc_info=exc)
+            if not self.failed.done():
+                self.failed.set_result(exc)
+
+        task.add_done_callback(done)
 
     def _retire(self, pool: BackendPool) -> None:
         pool.retire()
@@ -159,7 +230,10 @@ class Router:
         same with names."""
         config = self.config
         listeners: list[tuple[str, int]] = []
+        self._started = True
         try:
+            for ctl in self.controllers.values():
+                self._run_controller(ctl)
             for i, lc in enumerate(config.listen):
                 host, port = lc.host_port
                 handler = make_redirect_handler(lc.https_port) if lc.redirect_to_https else self.proxy.handle
@@ -196,7 +270,9 @@ class Router:
         1. close every listening socket (no new connections; in-flight go on);
         2. let in-flight requests finish, up to ``shutdown_grace``, then cancel them;
         3. close the admin listener;
-        4. close the backend pools and flush the access log.
+        4. stop the failover controllers (their probes and any promotion run: the
+           audit log shows a cancelled run as unfinished);
+        5. close the backend pools and flush the access log.
         """
         for site in self._sites:
             await site.stop()
@@ -206,6 +282,12 @@ class Router:
         if self._admin_runner is not None:
             await self._admin_runner.cleanup()
             self._admin_runner = None
+        tasks = list(self._controller_tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._controller_tasks.clear()
+        self._started = False
         for task in list(self._retiring):
             task.cancel()
         await asyncio.gather(*self._retiring, return_exceptions=True)
@@ -241,9 +323,21 @@ class Router:
                     epoch=snap.epoch,
                     state=snap.state,
                     backends=tuple(BackendStatistics(b.name, b.url, b.healthy) for b in snap.backends),
+                    alarms=tuple(self.controllers[sc.name].alarms),
                 )
             )
-        return RouterStatistics(tuple(out))
+        return RouterStatistics(tuple(out), self.unfinished_promotions)
+
+
+def _unfinished_runs(config: Config) -> tuple[str, ...]:
+    """Promotion runs with a start and no end in the audit log, one line each."""
+    out = []
+    for r in AuditLog(config.audit_log_path).unfinished():
+        where = ""
+        if r.last_step is not None:
+            where = f" stopped during step {r.last_step.get('index')}. {r.last_step.get('name')}"
+        out.append(f"run {r.run_id} of {r.service} {r.old}->{r.new} epoch {r.epoch} started {r.started}{where}")
+    return tuple(out)
 
 
 def _sockname(runner: web.BaseRunner) -> tuple[str, int]:
@@ -270,7 +364,12 @@ def setup_logging(cfg: LogConfig) -> None:
 
 
 async def serve(config: Config, path: Path) -> int:
-    router = Router(config)
+    try:
+        router = Router(config)
+    except StateFileError as exc:
+        log.critical("cannot start: %s", exc)
+        print(f"hotspare router: cannot start: {exc}", file=sys.stderr)
+        return 1
     await router.start()
     loop = asyncio.get_running_loop()
     wake = asyncio.Event()
@@ -283,6 +382,7 @@ async def serve(config: Config, path: Path) -> int:
     loop.add_signal_handler(signal.SIGTERM, on_signal, "stop")
     loop.add_signal_handler(signal.SIGINT, on_signal, "stop")
     loop.add_signal_handler(signal.SIGHUP, on_signal, "reload")
+    router.failed.add_done_callback(lambda _: on_signal("stop"))
     try:
         while not flags["stop"]:
             await wake.wait()
@@ -300,6 +400,9 @@ async def serve(config: Config, path: Path) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         await router.stop()
+    if router.failed.done():
+        log.critical("stopped: a failover controller failed (%s)", router.failed.result())
+        return 1
     log.info("stopped")
     return 0
 

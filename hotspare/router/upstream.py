@@ -10,13 +10,21 @@ Rules:
    automatic headers (User-Agent, Accept, Accept-Encoding, Content-Type).
 3. :func:`translate` maps a low-level exception to an :class:`UpstreamError` saying
    whether the request may have reached the backend (``sent``) and what to answer.
+4. Whether the last connection a request used was a reused keep-alive one is recorded
+   in the context variable :data:`CONNECTION_REUSED` (set by the pool's connector in the
+   requesting task): a backend that closes an idle keep-alive connection just as a
+   request goes out is a race, not a failure, and the proxy retries once on a fresh
+   connection (as HAProxy and nginx do).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import ssl
+import weakref
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -30,7 +38,26 @@ from .errors import (
     UpstreamTimeout,
 )
 
-__all__ = ["BackendPool", "PoolKey", "pool_key", "translate"]
+__all__ = ["CONNECTION_REUSED", "BackendPool", "PoolKey", "pool_key", "translate"]
+
+CONNECTION_REUSED: contextvars.ContextVar[bool] = contextvars.ContextVar("hotspare_connection_reused", default=False)
+
+
+class _TrackingConnector(aiohttp.TCPConnector):
+    """A TCPConnector that tells the requesting task whether it got a reused connection."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self._seen: weakref.WeakSet[object] = weakref.WeakSet()
+
+    async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:  # noqa: ASYNC109 - aiohttp signature
+        conn = await super().connect(req, traces, timeout)
+        proto = conn.protocol
+        reused = proto in self._seen
+        if not reused and proto is not None:
+            self._seen.add(proto)
+        CONNECTION_REUSED.set(reused)
+        return conn
 
 _SKIP_AUTO = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
 
@@ -70,7 +97,7 @@ class BackendPool:
 
     def __init__(self, key: PoolKey) -> None:
         self.key = key
-        connector = aiohttp.TCPConnector(
+        connector = _TrackingConnector(
             limit=key.max_connections,
             limit_per_host=0,
             keepalive_timeout=key.keepalive_timeout,

@@ -168,6 +168,10 @@ class RawBackend:
                 data = await reader.read(65536)
                 if not data:
                     break
+                if data.startswith(b"GET /health HTTP/1.1\r\n"):  # the router's health probe
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    await writer.drain()
+                    break
                 self.received += data
                 if b"\r\n\r\n" in data:
                     writer.write(self.answer)

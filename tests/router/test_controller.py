@@ -93,7 +93,7 @@ async def test_crash_of_the_active_moves_traffic_to_the_spare_and_persists_it(
     assert d.route().epoch == 1
     snap = d.snapshot()
     assert (snap.active, snap.epoch, snap.state) == ("b", 1, "active")
-    assert [(v.name, v.healthy) for v in snap.backends] == [("a", False), ("b", None)]
+    assert [(v.name, v.healthy) for v in snap.backends] == [("a", False), ("b", True)]
     assert json.loads(cfg.state_file.read_text())["services"]["app"] == {"active": "b", "epoch": 1}
     await stop(task)
     # A restarted router comes back with the same active and epoch; no failback.

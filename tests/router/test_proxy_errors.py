@@ -146,7 +146,8 @@ async def test_client_hangup_is_not_reported_as_backend_failure(backend, router)
 
     async def h(request: web.Request) -> web.Response:
         await request.read()
-        got_body.set()
+        if request.path != "/health":  # not the router's health probe
+            got_body.set()
         return web.Response(text="ok")
 
     url = await backend(h)

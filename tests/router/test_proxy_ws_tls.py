@@ -6,9 +6,12 @@ from __future__ import annotations
 import ssl
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import WSMsgType, web
+
+from tests.helpers import wait_for
 
 from .conftest import svc
 
@@ -138,8 +141,17 @@ async def test_admin_status_and_metrics(backend, router, client) -> None:
     async with client.get(base + "/m") as resp:
         assert resp.status == 200
     host, port = r.bound.admin
-    async with client.get(f"http://{host}:{port}/v1/status") as resp:
-        doc = await resp.json()
+
+    async def status() -> dict[str, Any]:
+        async with client.get(f"http://{host}:{port}/v1/status") as resp:
+            doc: dict[str, Any] = await resp.json()
+            return doc
+
+    async def b_down() -> bool:  # nothing listens on port 9: its probes are refused
+        return (await status())["services"][0]["backends"][1]["healthy"] is False
+
+    await wait_for(b_down, what="b probed down")
+    doc = await status()
     assert doc == {
         "services": [
             {
@@ -148,8 +160,8 @@ async def test_admin_status_and_metrics(backend, router, client) -> None:
                 "epoch": 0,
                 "state": "active",
                 "backends": [
-                    {"name": "a", "url": url, "healthy": None},
-                    {"name": "b", "url": "http://127.0.0.1:9", "healthy": None},
+                    {"name": "a", "url": url, "healthy": True},
+                    {"name": "b", "url": "http://127.0.0.1:9", "healthy": False},
                 ],
             }
         ]
