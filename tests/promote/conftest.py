@@ -19,17 +19,18 @@ import pytest
 from hotspare.promote.config import Step
 from hotspare.promote.pipeline import PromotionContext
 
-from .pgserver import Postgres, PostgresUnavailable, start_postgres
+from .pgserver import Postgres, PostgresUnavailable, shared_postgres
 
 __all__ = ["Postgres", "make_ctx", "make_step"]
 
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Postgres]:
-    """One real PostgreSQL for the whole test session (see pgserver.py)."""
+    """One real PostgreSQL for the whole test session, shared with tests/e2e (see
+    pgserver.py ``shared_postgres``)."""
     with contextlib.ExitStack() as stack:
         try:
-            pg = stack.enter_context(start_postgres())
+            pg = stack.enter_context(shared_postgres())
         except PostgresUnavailable as exc:
             pytest.skip(str(exc))  # printed in the -ra summary with its reason
         yield pg

@@ -5,6 +5,10 @@ the ``postgresql`` package on a fresh machine), a data directory in a temporary 
 listening on 127.0.0.1 only at a port picked here, run as the ``postgres`` user through
 ``runuser`` when running as root (postgres refuses to run as root). Password (scram)
 authentication for 127.0.0.0/8, so DSN handling is exercised for real.
+
+``shared_postgres()`` hands every user in one process the same server (started by the
+first, stopped when the last leaves): the session fixtures of tests/promote and tests/e2e
+both use it, so a run of both directories starts one server, not two.
 """
 
 from __future__ import annotations
@@ -115,3 +119,29 @@ def start_postgres() -> Iterator[Postgres]:
             capture_output=True, env=env,
         )  # fmt: skip
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+class _Shared:
+    """The process's shared server: started by the first user, stopped by the last."""
+
+    server: Postgres | None = None
+    stack: contextlib.ExitStack | None = None
+    users = 0
+
+
+@contextlib.contextmanager
+def shared_postgres() -> Iterator[Postgres]:
+    """One server per process for every caller (reference counted); raises
+    :class:`PostgresUnavailable` like :func:`start_postgres`."""
+    if _Shared.server is None:
+        stack = contextlib.ExitStack()
+        _Shared.server = stack.enter_context(start_postgres())
+        _Shared.stack = stack
+    _Shared.users += 1
+    try:
+        yield _Shared.server
+    finally:
+        _Shared.users -= 1
+        if _Shared.users == 0 and _Shared.stack is not None:
+            stack, _Shared.stack, _Shared.server = _Shared.stack, None, None
+            stack.close()
