@@ -34,7 +34,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +44,6 @@ import pytest
 
 from hotspare.promote.audit import AuditLog, RunRecord
 from hotspare.router.config import Config, parse_config
-from hotspare.router.failover import AdminConfirmFenced
 from hotspare.router.server import Router
 from tests.helpers import wait_for
 from tests.promote.pgserver import Postgres, PostgresUnavailable, shared_postgres
@@ -54,6 +52,7 @@ HERE = Path(__file__).resolve().parent
 OLD_ADDRESS = "127.0.0.2"  # where the old active's database sessions come from
 NEW_ADDRESS = "127.0.0.3"  # where the spare's come from
 RULE_TAG = "hotspare-e2e-fencing"
+ADMIN_TOKEN = "e2e-admin-token"
 
 pytestmark = pytest.mark.slow  # each test takes a few seconds: detection, promotion
 
@@ -197,7 +196,7 @@ def deployment(tmp_path: Path, pg: Postgres, old: AppProcess, new: AppProcess, p
     return parse_config(
         {
             "listen": ["127.0.0.1:0"],
-            "admin": {"listen": "127.0.0.1:0", "token": "e2e-admin-token"},
+            "admin": {"listen": "127.0.0.1:0", "token": ADMIN_TOKEN},
             "state_file": str(tmp_path / "state.json"),
             "log": {"access_log": None},
             "shutdown_grace": "2s",
@@ -363,9 +362,9 @@ async def test_fence_failure_holds_traffic_until_an_operator_confirms(
         assert old.proc.returncode is None  # not fenced: alive behind the fault
         alarms = router.statistics().services[0].alarms
         assert any(a.startswith("fence_failed:") and "stop-old" in a for a in alarms), alarms
-        admin = router.bound.admin if router.bound else None
-        assert admin is not None
-        async with client.get(f"http://{admin[0]}:{admin[1]}/v1/status") as r:
+        assert router.bound is not None
+        admin_url = "http://{}:{}".format(*router.bound.admin)
+        async with client.get(f"{admin_url}/v1/status") as r:
             (svc,) = (await r.json())["services"]
             assert (svc["state"], svc["active"]) == ("fence_hold", "a")
         (held,) = runs(tmp_path)
@@ -374,11 +373,17 @@ async def test_fence_failure_holds_traffic_until_an_operator_confirms(
         assert steps["end-sessions"]["sessions_ended"] == 3
         assert steps["stop-old"]["status"] == "failed"
 
-        # The operator fences a by hand, then confirms. (The admin API has no
-        # confirm-fenced endpoint yet: the controller gets the operator's event directly.)
+        # The operator fences a by hand, then confirms through the admin API (which
+        # waits for the resumed run to settle before answering).
         old.proc.kill()
         assert await asyncio.wait_for(old.proc.wait(), 10) == -signal.SIGKILL
-        router.controllers["app"].submit(AdminConfirmFenced(time.monotonic()))
+        async with client.post(
+            f"{admin_url}/v1/services/app/confirm-fenced", json={},
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        ) as r:  # fmt: skip
+            answer = await r.json()
+            assert r.status == 200, answer
+            assert (answer["outcome"], answer["active"], answer["epoch"]) == ("promoted", "b", 1)
         await wait_for(answered_by("b", client, url), timeout=30, interval=0.05,
                        what="a request answered by b after confirm-fenced")  # fmt: skip
         assert service_state(router) == ("active", "b", 1)  # the held run's epoch, not a new one
