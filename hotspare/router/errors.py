@@ -81,6 +81,14 @@ class UpstreamProtocolError(UpstreamError):
     metric_cause = "framing"
 
 
+class UpstreamStatusError(UpstreamError):
+    """The backend answered with a status in ``failover.fail_on_status`` (a 503 from a
+    server that is going down): for a request that may go again, that answer is
+    dropped and the request replayed, as Apache's ``failonstatus`` does."""
+
+    metric_cause = "status"
+
+
 class RequestBodyTooLarge(Exception):
     """The client's body is larger than the service's max_body_size (413)."""
 

@@ -70,6 +70,7 @@ from .errors import (
     UpstreamError,
     UpstreamProtocolError,
     UpstreamResetError,
+    UpstreamStatusError,
     UpstreamTimeout,
 )
 from .headers import request_headers, response_headers, sane_request_id
@@ -166,6 +167,7 @@ class _Failure:
     backend: str
     reused: bool  # on a reused keep-alive connection
     aborted: bool  # the backend was declared dead while we waited
+    reported: bool = False  # the director was told already
 
 
 class _Waiting:
@@ -321,12 +323,12 @@ class Proxy:
             return self._no_route(svc, request, request_id, exc), "none", 0
         stale_retried = False
         for attempt in range(MAX_ATTEMPTS):
-            result = await self._attempt(svc, request, request_id, started, route, body)
+            last = attempt == MAX_ATTEMPTS - 1
+            result = await self._attempt(svc, request, request_id, started, route, body, last)
             if not isinstance(result, _Failure):
                 return result
             f = result
             backend = f.backend
-            last = attempt == MAX_ATTEMPTS - 1
             # 1. A keep-alive connection the backend closed just as we sent: once more on a
             #    fresh connection, not held against the backend.
             if (
@@ -339,7 +341,7 @@ class Proxy:
                 log.info("backend %s closed a kept-alive connection as %s %s id=%s was sent; "
                          "retrying on a fresh connection", backend, method, request.path, request_id)
                 continue
-            if not f.aborted:
+            if not (f.aborted or f.reported):
                 director.report(backend, _OUTCOME.get(type(f.err), OUTCOME_RESET))
             metrics.UPSTREAM_ERRORS.labels(svc.name, backend, f.err.metric_cause).inc()
             # 2. May it go again (to the new active, or to this one once it is cleared)?
@@ -401,8 +403,10 @@ class Proxy:
         started: float,
         route: Route,
         body: _Body | None,
+        last: bool,
     ) -> tuple[web.StreamResponse, str, int] | _Failure:
-        """One try on ``route``: the whole response, or what failed before it started."""
+        """One try on ``route``: the whole response, or what failed before it started
+        (including, unless ``last``, a ``fail_on_status`` answer to a replayable request)."""
         method = request.method
         headers = request.headers
         target = svc.targets[route.backend.name]
@@ -464,6 +468,14 @@ class Proxy:
 
             status = upstream.status
             director.report(backend, Outcome.ok(status))
+            fo = svc.config.failover
+            if status in fo.fail_on_status and not last and replay_refusal_reason(
+                method, "Idempotency-Key" in headers, 0 if body is None else body.kept_size,
+                True, fo.safe_methods, fo.replay_buffer,
+            ) is None:
+                upstream.close()  # its answer is dropped: the request goes again
+                dropped = UpstreamStatusError(f"backend {backend} answered {status}")
+                return _Failure(dropped, None, backend, False, False, reported=True)
             resp = web.StreamResponse(
                 status=status,
                 reason=upstream.reason,
