@@ -1,13 +1,14 @@
 """A stand-in application server for the fencing end-to-end test (old active or spare).
 
     python fencing_app.py --name NAME --dsn DSN --source ADDR --sessions N --pidfile FILE
-                          [--record FILE --watch-pid PID --watch-address ADDR]
+                          [--reconnect] [--record FILE --watch-pid PID --watch-address ADDR]
 
 Like the real application it holds a pool of PostgreSQL sessions (``N`` connections,
 ``application_name=library@NAME``) that leave from ``--source`` (e.g. 127.0.0.2: Linux
 routes the whole 127.0.0.0/8 to the loopback interface, so a socket may bind any of
 those addresses before connecting; asyncpg has no option for the local address, so the
-loop's ``create_connection`` is wrapped to add ``local_addr``, a test-only shim). It
+loop's ``create_connection`` is wrapped to add ``local_addr``, a test-only shim). With
+``--reconnect`` it reopens any session the database ends, like a real pool. It
 writes its pid to ``--pidfile`` (what the fencing step kills) and serves HTTP on
 127.0.0.1 at a port picked by the kernel:
 
@@ -30,7 +31,9 @@ import asyncio
 import functools
 import json
 import os
+import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +102,24 @@ class App:
         write_whole(Path(a.record), json.dumps(doc))
 
 
+async def keep_pool_open(pool: list[Any], connect: Callable[[], Awaitable[Any]]) -> None:
+    """``--reconnect``: like a real application's pool, reopen every session the
+    database ends, within about 50 ms (an old active that is alive and not fenced)."""
+    while True:
+        await asyncio.sleep(0.05)  # the pool's own pacing, not a test waiting
+        for i, conn in enumerate(pool):
+            try:
+                if not conn.is_closed():
+                    await conn.fetchval("SELECT 1")
+                    continue
+            except Exception:  # ended by the server, whatever asyncpg calls it
+                pass
+            try:
+                pool[i] = await connect()
+            except Exception as exc:  # ended again while connecting: next round
+                print(f"reconnect failed: {exc!r}", file=sys.stderr, flush=True)
+
+
 async def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--name", required=True)
@@ -109,17 +130,19 @@ async def main() -> None:
     p.add_argument("--record")
     p.add_argument("--watch-pid", type=int)
     p.add_argument("--watch-address")
+    p.add_argument("--reconnect", action="store_true")
     args = p.parse_args()
 
     loop = asyncio.get_running_loop()
     original = loop.create_connection
     loop.create_connection = functools.partial(original, local_addr=(args.source, 0))  # type: ignore[method-assign]
-    pool = [
-        await asyncpg.connect(
+
+    async def connect() -> Any:
+        return await asyncpg.connect(
             args.dsn, server_settings={"application_name": f"library@{args.name}"}
         )
-        for _ in range(args.sessions)
-    ]
+
+    pool = [await connect() for _ in range(args.sessions)]
     app_state = App(args, pool)
     app = web.Application()
     app.router.add_get("/health", app_state.health)
@@ -135,6 +158,8 @@ async def main() -> None:
         ),
         flush=True,
     )
+    if args.reconnect:
+        await keep_pool_open(pool, connect)  # until killed
     await asyncio.Event().wait()  # serve until killed
 
 
