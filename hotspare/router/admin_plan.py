@@ -81,8 +81,8 @@ def switchover_plan(p: PlanInput) -> dict[str, Any]:
     ctx = build_context(svc, old, new, epoch, "ADMIN", trigger)
     pipeline = Pipeline(svc.promote, fence_failure=svc.fence_failure, audit=None)
     for line in pipeline.plan(ctx)[1:]:
-        name = line.split(". ", 1)[-1].split(" [", 1)[0]
-        steps.append({"name": f"promote: {name}", "description": line})
+        text = line.split(". ", 1)[-1]  # "warm [exec, timeout 30s, ...]: /bin/true"
+        steps.append({"name": f"promote: {text.split(' [', 1)[0]}", "description": f"promote: {text}"})
     steps.append({"name": "flip", "description": f"route {svc.name} to {new} at epoch {epoch}; release held requests"})
     steps.append({"name": "verify", "description": (
         f"{new} must pass {svc.health.rise} probes in a row within {hold.max_time:g}s; "
