@@ -43,6 +43,7 @@ async def both_up(s: aiohttp.ClientSession, admin: str) -> bool:
         return all(b["healthy"] for b in (await r.json())["services"][0]["backends"])
 
 
+@pytest.mark.slow
 async def test_status_and_switchover_commands_against_a_real_router(
     tmp_path: Path, apps: tuple[App, App]
 ) -> None:
