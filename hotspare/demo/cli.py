@@ -114,6 +114,8 @@ def build_config(
                 # A killed node cannot confirm its own stop; in the demo, go on with an alarm.
                 "fence_failure": "proceed",
                 "promote": [
+                    # Planned switchover: b gets everything a had (a dead a: fails fast, go on).
+                    {"name": "final sync", "agent": "final-sync", "timeout": "10s", "on_failure": "continue"},
                     {"name": "stop old app", "agent": "stop-app", "timeout": "5s", "on_failure": "continue"},
                     {"name": "new app ready", "wait_healthy": {"successes": 2, "interval": "200ms"}, "timeout": "20s"},
                 ],
