@@ -202,7 +202,7 @@ class Agent:
                 marker=c.marker_file, exclude=tuple(r.exclude), transfers=c.transfers,
                 bundle_file_max=c.bundle_file_max, max_delete_share=c.max_delete_share,
                 max_delete_free=c.max_delete_free, reconcile_interval=c.reconcile_interval,
-                trash_retention=c.trash_retention,
+                trash_retention=c.trash_retention, fsync=c.fsync,
             )
             sink = RootSink(r.name, root, url, self.token, self._session, settings, self.metrics,
                             epoch=role.epoch)

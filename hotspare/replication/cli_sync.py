@@ -57,7 +57,7 @@ async def sync(config: Any, node: str, source: str | None, roots: list[str] | No
             settings = SinkSettings(
                 marker=rep.marker_file, exclude=tuple(r.exclude), transfers=rep.transfers,
                 bundle_file_max=rep.bundle_file_max, max_delete_share=rep.max_delete_share,
-                max_delete_free=rep.max_delete_free,
+                max_delete_free=rep.max_delete_free, fsync=rep.fsync,
             )
             files_bar = tqdm(desc=f"{r.name} files", unit="file", disable=not progress, position=0)
             bytes_bar = tqdm(desc=f"{r.name} bytes", unit="B", unit_scale=True, unit_divisor=1024,

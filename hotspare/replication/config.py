@@ -103,6 +103,9 @@ class ReplicationConfig(StrictModel):
     quiet_period: Duration = 0.05
     # Parallel transfers per root on the sink.
     transfers: int = Field(default=4, ge=1, le=64)
+    # Flush every received file to disk before renaming it into place. false is faster
+    # but a power cut may leave a renamed, empty file: benchmarks only.
+    fsync: bool = True
     # Files smaller than this travel in bundles of many files per request.
     bundle_file_max: ByteSize = 1024 * 1024
 

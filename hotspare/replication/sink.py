@@ -78,6 +78,7 @@ class SinkSettings:
     reconcile_interval: float = 300.0
     trash_retention: float = 7 * 86400.0
     feed_wait: float = 20.0
+    fsync: bool = True
 
 
 @dataclass
@@ -429,7 +430,8 @@ class RootSink:
     def _place_batch(self, got: list[tuple[str, Entry, str]], datas: list[bytes]) -> None:
         for (path, _, tag), data in zip(got, datas, strict=True):
             self._write_tmp(path, tag, data)
-        self.writer.flush()  # one syncfs for the whole batch, before any rename
+        if self.settings.fsync:
+            self.writer.flush()  # one syncfs for the whole batch, before any rename
         for path, entry, tag in got:
             self.writer.place(path, tag, entry, fsync=False)
         self.state.update([(p, e) for p, e, _ in got])
@@ -500,7 +502,7 @@ class RootSink:
         if trailer[4:] != digest.digest():
             self.writer.discard_tmp(c.path, tag)
             raise TransferFailed(f"{encode_wire(c.path)}: SHA-256 mismatch; temp file discarded")
-        await asyncio.to_thread(self.writer.place, c.path, tag, entry, True)
+        await asyncio.to_thread(self.writer.place, c.path, tag, entry, self.settings.fsync)
         await asyncio.to_thread(self.state.update, [(c.path, entry)])
         self._count(1, size)
         return 0

@@ -297,6 +297,8 @@ async def test_role_reversal_with_sync_point_keeps_only_unreplicated_changes(
             router.active, router.epoch = "a", 2
             await wait_for(lambda: "jobs" in pair.agents["a"].sources, 10, what="a to serve")
             await wait_for(lambda: "jobs" in pair.agents["b"].sinks, 10, what="b to mirror")
+            sink_b = pair.agents["b"].sinks["jobs"]
+            await wait_for(lambda: sink_b.fresh.in_sync, 10, what="b's first reconcile as a spare")
             (a / "edited-by-a.idx").write_text("v2 by a, replicated")
             await wait_for(lambda: (b / "edited-by-a.idx").read_text() == "v2 by a, replicated", 10,
                            what="a's first edit to reach b")
