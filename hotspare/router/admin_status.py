@@ -41,7 +41,7 @@ __all__ = ["AgentFreshness", "EventLog", "build_status", "spare_status"]
 # A spare whose files are further behind than this is not called ready.
 SPARE_LAG_READY_SECONDS = 30.0
 EVENT_LOGGERS = ("hotspare.failover", "hotspare.health", "hotspare.admin")
-_SERVICE_PREFIX = re.compile(r"^service (?P<service>[^:\s]+): (?P<message>.*)$", re.S)
+_SERVICE_PREFIX = re.compile(r"^service (?P<service>[^:\s]+):? (?P<message>.*)$", re.S)
 
 
 # -- events ---------------------------------------------------------------------------------
