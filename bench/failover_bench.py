@@ -50,14 +50,7 @@ from bench.failover_analysis import (
 )
 from bench.failover_backend import MODE_PATH
 from bench.failover_load import Scheduled, run_load
-from bench.procs import (
-    BenchError,
-    Proc,
-    Processes,
-    free_port,
-    require_program,
-    sigterm_as_interrupt,
-)
+from bench.procs import BenchError, Proc, Processes, free_port, require_program
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = REPO / ".venv" / "bin" / "python"
@@ -242,6 +235,12 @@ def start_stack(procs: Processes, workdir: Path, proxy: str, ports: Ports) -> di
 async def one_run(
     proxy: str, fault: str, *, rate: float, duration: float, fault_at: float, run_id: str
 ) -> RunResult:
+    # SIGTERM cancels this task (as asyncio.run does for Ctrl-C), so the Processes block
+    # below unwinds and stops everything; a KeyboardInterrupt raised from a plain signal
+    # handler would land in whichever task happened to run.
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     ports = Ports(free_port(), free_port(), free_port(), free_port())
     with tempfile.TemporaryDirectory(prefix="hotspare-failover-bench-") as tmp, Processes(Path(tmp)) as procs:
         workdir = Path(tmp)
@@ -322,8 +321,6 @@ def main(argv: list[str] | None = None) -> int:
         raise BenchError(f"{HOTSPARE} not found: install the project into .venv (./scripts/setup)")
     if "haproxy" in proxies:
         require_program("haproxy")
-    sigterm_as_interrupt()
-
     print(f"{args.rate:.0f} req/s for {duration:.0f} s (20 % POST), fault on the active at {fault_at:.0f} s, "
           f"{runs} run(s) each; times in seconds from the fault")
     print(HEADER)
@@ -375,6 +372,6 @@ if __name__ == "__main__":
     except BenchError as exc:
         print(f"failover_bench: {exc}", file=sys.stderr)
         sys.exit(1)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         print("failover_bench: interrupted; everything stopped", file=sys.stderr)
         sys.exit(130)
