@@ -27,7 +27,7 @@ MODES = ("ok", "503", "health_fail")
 
 def build_app(name: str, post_log: str) -> web.Application:
     state = {"mode": "ok"}
-    log = open(post_log, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - lives as long as the process
+    log = open(post_log, "a", buffering=1, encoding="utf-8")
 
     def tagged(status: int, text: str, request: web.Request) -> web.Response:
         headers = {"X-Backend": name, "X-Seen-Epoch": request.headers.get("X-Hotspare-Epoch", "")}

@@ -197,7 +197,7 @@ async def test_router_sigkilled_after_failover_comes_back_on_the_same_active_and
 
     router.kill()
     await router.proc.wait()
-    router2, base2, admin = await stack.router_process(cfg)
+    _router2, base2, admin = await stack.router_process(cfg)
     s = await status()  # at once: from the state file, before any probe could matter
     assert (s["active"], s["epoch"]) == ("b", 1)
     async with aiohttp.ClientSession() as session:
