@@ -39,9 +39,11 @@ from .failover import (
     BackendUp,
     CancelTimer,
     Event,
+    FailoverError,
     FailoverMachine,
     FailoverSettings,
     HoldTraffic,
+    IllegalEvent,
     PersistState,
     PromotionFailed,
     PromotionOnHold,
@@ -266,14 +268,32 @@ class ServiceController:
                 tg.create_task(self.checker.run(), name=f"health:{self.service.name}")
                 while True:
                     event = await self._events.get()
-                    self._perform(self.machine.handle(event))
+                    try:
+                        actions = self.machine.handle(event)
+                    except FailoverError as exc:
+                        # A late event (a promotion ending after an operator resumed the
+                        # old active, say): the machine is unchanged; the service goes on.
+                        log.error("service %s: dropped %s: %s", self.service.name, type(event).__name__, exc)
+                        continue
+                    self._perform(actions)
             finally:
                 for handle in self._timers.values():
                     handle.cancel()
                 self._tg = None
 
     def submit(self, event: Event) -> None:
+        """Queue an event (health, timers, promotion results). A refused one is logged."""
         self._events.put_nowait(event)
+
+    def apply(self, event: Event) -> list[Action]:
+        """An operator event, now (the admin API): raises :class:`FailoverError`
+        (``Refused`` / ``IllegalEvent``) and changes nothing if the machine turns it
+        down; else performs its actions and returns them. Needs :meth:`run` running."""
+        if self._tg is None:
+            raise IllegalEvent(f"service {self.service.name}: the failover controller is not running")
+        actions = self.machine.handle(event)
+        self._perform(actions)
+        return actions
 
     def update(self, service: ServiceConfig) -> None:
         """A reload: new promotion steps and hold limits apply at once; changes to the

@@ -135,3 +135,21 @@ async def test_spare_dead_when_the_active_dies_no_failover_503(tmp_path: Path, a
     assert any("no spare passes its probes" in x for x in ctl.alarms)
     assert not cfg.state_file.exists()  # nothing changed: epoch 0 on a, first start
     await stop(task)
+
+
+async def test_a_late_event_is_dropped_and_apply_refuses_at_once(
+    tmp_path: Path, apps: tuple[App, App], caplog: pytest.LogCaptureFixture
+) -> None:
+    from hotspare.router.failover import AdminSwitchover, PromotionSucceeded, Refused
+
+    a, b = apps
+    ctl, task = await start(config(tmp_path, a, b))
+    try:
+        ctl.submit(PromotionSucceeded(0.0))  # no promotion runs: the machine refuses it
+        await wait_for(lambda: any("dropped PromotionSucceeded" in m for m in caplog.messages), what="drop logged")
+        assert not task.done()
+        with pytest.raises(Refused, match="already the active"):
+            ctl.apply(AdminSwitchover(0.0, "a"))
+        assert ctl.machine.state.value == "active" and ctl.machine.epoch == 0
+    finally:
+        await stop(task)
