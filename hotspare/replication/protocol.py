@@ -17,7 +17,9 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from .paths import decode_wire, encode_wire
 from .planner import Entry
@@ -57,8 +59,5 @@ def parse_entry(obj: Any) -> tuple[str, Entry | None]:
         raise ProtocolError(f"entry {obj['p']!r}: expected integer s, m, o") from None
     link = obj.get("l")
     if link is not None:
-        import os
-        from urllib.parse import unquote_to_bytes
-
         link = os.fsdecode(unquote_to_bytes(str(link)))
     return path, Entry(size, mtime, mode, link)
