@@ -169,17 +169,12 @@ def _backend(svc: ServiceConfig, name: str) -> str:
 
 
 def _apply(ctl: ServiceController, event: Event) -> None:
-    """Give the machine one operator event now. It raises (and changes nothing) when it
-    refuses; else its actions are performed by the controller's one dispatcher.
-
-    ``submit()`` would queue the event, and a refusal would then surface inside the
-    controller's loop instead of here; the controller has no public synchronous entry yet,
-    so this calls its dispatcher directly (reported to the controller's owner)."""
+    """Give the machine one operator event now: a refusal becomes 409 and changes nothing;
+    otherwise the controller's one dispatcher performs the actions."""
     try:
-        actions = ctl.machine.handle(event)
+        ctl.apply(event)
     except FailoverError as exc:
         raise ApiError(409, str(exc), state=ctl.machine.state.value) from None
-    ctl._perform(actions)
 
 
 def _trial(ctl: ServiceController, event: Event) -> str | None:
