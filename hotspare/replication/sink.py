@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
-import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,23 +46,16 @@ from .planner import (
     plan,
 )
 from .protocol import (
-    H_MODE,
-    H_MTIME,
-    H_SIZE,
-    TRAILER_LEN,
-    TRAILER_OK,
     ProtocolError,
     parse_entry,
 )
 from .syncstate import SyncState
+from .transfer import TransferFailed, Transfers, batches, temp_tag
 
 log = logging.getLogger("hotspare.replication.sink")
 
 __all__ = ["Freshness", "RootSink", "SinkSettings", "TransferFailed"]
 
-
-class TransferFailed(Exception):
-    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,12 +94,7 @@ class Freshness:
         return max(0.0, now - self.oldest_pending_at)
 
 
-def _tag(path: str, e: Entry) -> str:
-    h = hashlib.sha256(f"{encode_wire(path)}\0{e.size}\0{e.mtime_ns}".encode()).hexdigest()
-    return f"r{h[:24]}"
-
-
-class RootSink:
+class RootSink(Transfers):
     def __init__(
         self, name: str, root: Path, source_url: str, token: str, session: aiohttp.ClientSession,
         settings: SinkSettings, metrics: AgentMetrics | None = None,
@@ -121,6 +107,7 @@ class RootSink:
         self.headers = {"Authorization": f"Bearer {token}"}
         self.session = session
         self.settings = settings
+        self.fsync = settings.fsync
         self.metrics = metrics
         self.former_active = former_active
         self.epoch = epoch
@@ -238,7 +225,7 @@ class RootSink:
         p = plan(source, replica, synced, self._policy())
         if self.on_plan is not None:
             self.on_plan(p)
-        keep = {_tag(c.path, c.entry) for c in p.copies if c.entry.size > self.settings.bundle_file_max}
+        keep = {temp_tag(c.path, c.entry) for c in p.copies if c.entry.size > self.settings.bundle_file_max}
         await asyncio.to_thread(fileio.remove_stale_tmp, self.root, lambda n: n[len(TMP_PREFIX):] in keep)
         n_work = len(p.actions)
         self.fresh.pending = n_work
@@ -364,7 +351,7 @@ class RootSink:
                     log.warning("root %s: transfer failed: %s", self.name, self.fresh.error)
                     return 1
 
-        jobs = [self._bundle(batch) for batch in _batches(small)]
+        jobs = [self._bundle(batch) for batch in batches(small)]
         jobs += [self._large(c) for c in large]
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(guarded(j), name=f"sink-transfer-{self.name}") for j in jobs]
@@ -379,133 +366,6 @@ class RootSink:
         if deleted:
             await asyncio.to_thread(self.state.update, deleted)
         return failures
-
-    async def _bundle(self, copies: Sequence[Copy]) -> int:
-        """Fetch and place a batch of small files; return how many are still pending."""
-        body = {"paths": [encode_wire(c.path) for c in copies]}
-        tag = f"b{os.getpid()}-{id(copies):x}"
-        got: list[tuple[str, Entry, str]] = []
-        datas: list[bytes] = []
-        pending = 0
-        nbytes = 0
-        async with self.session.post(f"{self.url}/bundle", json=body, headers=self.headers) as resp:
-            if resp.status != 200:
-                await self._json(resp)
-            for i, c in enumerate(copies):
-                line = await resp.content.readline()
-                try:
-                    head = json.loads(line)
-                except ValueError:
-                    raise ProtocolError(f"bundle of {self.name}: bad header {line[:100]!r}") from None
-                if head.get("st") != "ok":
-                    if head.get("st") == "large":
-                        pending += await self._large(c)
-                    elif head.get("st") != "missing":
-                        pending += 1
-                    continue
-                size = int(head["s"])
-                data = await resp.content.readexactly(size)
-                digest = await resp.content.readexactly(32)
-                if hashlib.sha256(data).digest() != digest:
-                    raise TransferFailed(f"{encode_wire(c.path)}: digest mismatch in bundle")
-                entry = Entry(size, int(head["m"]), int(head["o"]))
-                got.append((c.path, entry, f"{tag}-{i}"))
-                datas.append(data)
-                nbytes += size
-        if got:
-            await asyncio.to_thread(self._place_batch, got, datas)
-            self._count(len(got), nbytes)
-        return pending
-
-    def _write_tmp(self, path: str, tag: str, data: bytes) -> None:
-        fd, _ = self.writer.open_tmp(path, tag)
-        try:
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-        finally:
-            os.close(fd)
-
-    def _place_batch(self, got: list[tuple[str, Entry, str]], datas: list[bytes]) -> None:
-        for (path, _, tag), data in zip(got, datas, strict=True):
-            self._write_tmp(path, tag, data)
-        if self.settings.fsync:
-            self.writer.flush()  # one syncfs for the whole batch, before any rename
-        for path, entry, tag in got:
-            self.writer.place(path, tag, entry, fsync=False)
-        self.state.update([(p, e) for p, e, _ in got])
-
-    async def _large(self, c: Copy) -> int:
-        """Fetch one large file, resuming a temp file left by an earlier run."""
-        tag = _tag(c.path, c.entry)
-        fd, have = await asyncio.to_thread(self.writer.open_tmp, c.path, tag, True)
-        writing: asyncio.Task[None] | None = None
-        try:
-            digest = hashlib.sha256()
-            if have:
-                await asyncio.to_thread(_hash_fd, fd, have, digest)
-            headers = dict(self.headers)
-            if have:
-                headers["Range"] = f"bytes={have}-"
-                log.info("root %s: resuming %s at byte %d", self.name, encode_wire(c.path), have)
-            async with self.session.get(
-                f"{self.url}/file", params={"path": encode_wire(c.path)}, headers=headers
-            ) as resp:
-                if resp.status in (404, 409):
-                    return 0 if resp.status == 404 else 1
-                if resp.status == 416:
-                    os.ftruncate(fd, 0)
-                    return 1
-                if resp.status not in (200, 206):
-                    await self._json(resp)
-                if resp.status == 200 and have:
-                    os.ftruncate(fd, 0)
-                    os.lseek(fd, 0, os.SEEK_SET)
-                    digest = hashlib.sha256()
-                    have = 0
-                size = int(resp.headers[H_SIZE])
-                entry = Entry(size, int(resp.headers[H_MTIME]), int(resp.headers[H_MODE]))
-                if entry.size != c.entry.size or entry.mtime_ns != c.entry.mtime_ns:
-                    # A newer version than planned: start a fresh temp file next time.
-                    return 1
-                left = size - have
-                buf: list[bytes] = []
-                nbuf = 0
-                # Write (and hash) one buffer in a thread while the next is received.
-                while left > 0:
-                    chunk = await resp.content.read(min(left, 1 << 20))
-                    if not chunk:
-                        raise TransferFailed(f"{encode_wire(c.path)}: connection closed mid-file")
-                    left -= len(chunk)
-                    buf.append(chunk)
-                    nbuf += len(chunk)
-                    if nbuf >= 8 << 20:
-                        if writing is not None:
-                            await writing
-                        writing = _write_task(fd, buf, digest)
-                        buf, nbuf = [], 0
-                if writing is not None:
-                    await writing
-                    writing = None
-                if buf:
-                    await asyncio.to_thread(_write_hash, fd, buf, digest)
-                trailer = await resp.content.readexactly(TRAILER_LEN)
-        finally:
-            if writing is not None:  # the thread still uses fd: let it finish first
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(writing)
-            os.close(fd)
-        if trailer[:4] != TRAILER_OK:
-            self.writer.discard_tmp(c.path, tag)
-            return 1
-        if trailer[4:] != digest.digest():
-            self.writer.discard_tmp(c.path, tag)
-            raise TransferFailed(f"{encode_wire(c.path)}: SHA-256 mismatch; temp file discarded")
-        await asyncio.to_thread(self.writer.place, c.path, tag, entry, self.settings.fsync)
-        await asyncio.to_thread(self.state.update, [(c.path, entry)])
-        self._count(1, size)
-        return 0
 
     # -- bookkeeping --------------------------------------------------------------------
 
@@ -559,37 +419,3 @@ class RootSink:
             "source_seq": f.source_seq, "applied_seq": f.applied_seq, "deletes_refused": f.refused,
             "error": f.error, "quarantined": f.quarantined,
         }
-
-
-def _batches(copies: list[Copy], max_files: int = 400, max_bytes: int = 16 << 20) -> list[list[Copy]]:
-    out: list[list[Copy]] = []
-    cur: list[Copy] = []
-    nbytes = 0
-    for c in copies:
-        if cur and (len(cur) >= max_files or nbytes + c.entry.size > max_bytes):
-            out.append(cur)
-            cur, nbytes = [], 0
-        cur.append(c)
-        nbytes += c.entry.size
-    if cur:
-        out.append(cur)
-    return out
-
-
-def _hash_fd(fd: int, length: int, digest: Any) -> None:
-    for chunk in fileio.iter_chunks(fd, 0, length):
-        digest.update(chunk)
-    os.lseek(fd, length, os.SEEK_SET)
-
-
-def _write_task(fd: int, parts: list[bytes], digest: Any) -> asyncio.Task[None]:
-    return asyncio.create_task(asyncio.to_thread(_write_hash, fd, parts, digest), name="sink-write-behind")
-
-
-def _write_hash(fd: int, parts: list[bytes], digest: Any) -> None:
-    for part in parts:
-        digest.update(part)
-        view = memoryview(part)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
