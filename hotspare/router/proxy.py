@@ -33,6 +33,12 @@ Rules:
    declared dead (``abort_inflight``) they stop waiting at once and follow rule 6.
    No first byte after ``health.timeout`` is reported once as SLOW (evidence for a
    confirming probe, never a failure by itself).
+8. Mid-body, ``timeouts.idle`` bounds each side's silence: the backend's through the
+   upstream connection's read timeout (aiohttp's ``sock_read``, re-armed by every read
+   and stopped while the router is not reading because the client is slow), the
+   client's through a deadline on each write that has to wait for it. A backend stall is
+   reported, a client stall only logged. The fast path is cheap on purpose: no timer per
+   chunk, response headers sent together with the body bytes in hand.
 """
 
 from __future__ import annotations
@@ -42,9 +48,11 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import cast
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_writer import StreamWriter
 from aiohttp.web_request import BaseRequest
 from prometheus_client import Counter, Gauge, Histogram
 from yarl import URL
@@ -178,6 +186,18 @@ class _Waiting:
     def __init__(self, task: asyncio.Task[object]) -> None:
         self.task = task
         self.aborted = False
+
+
+class _ProxyResponse(web.StreamResponse):
+    """A streamed response whose headers wait for the first body bytes, so that a small
+    response goes out in one send instead of two (aiohttp's own ``web.Response`` does the
+    same; ``_stream_body`` flushes them at once when no body byte is at hand)."""
+
+    _send_headers_immediately = False
+
+
+class _ClientStalled(Exception):
+    """The client took nothing for ``idle`` seconds while the router waited to write."""
 
 
 def _text(status: int, text: str, request_id: str, extra: dict[str, str] | None = None) -> web.Response:
@@ -476,7 +496,7 @@ class Proxy:
                 upstream.close()  # its answer is dropped: the request goes again
                 dropped = UpstreamStatusError(f"backend {backend} answered {status}")
                 return _Failure(dropped, None, backend, False, False, reported=True)
-            resp = web.StreamResponse(
+            resp = _ProxyResponse(
                 status=status,
                 reason=upstream.reason,
                 headers=response_headers(
@@ -488,12 +508,12 @@ class Proxy:
                 ),
             )
             try:
-                await resp.prepare(request)
+                writer = cast(StreamWriter, await resp.prepare(request))  # headers buffered, not sent
             except (ConnectionError, aiohttp.ClientConnectionResetError):
                 upstream.close()
                 return resp, backend, 0
             self._observe(svc.name, backend, time.monotonic() - started)
-            sent = await self._stream_body(svc, request, request_id, upstream, resp, backend)
+            sent = await self._stream_body(svc, request, request_id, upstream, resp, writer, backend)
             return resp, backend, sent
         finally:
             if upstream is not None:
@@ -517,48 +537,97 @@ class Proxy:
         request_id: str,
         upstream: aiohttp.ClientResponse,
         resp: web.StreamResponse,
+        writer: StreamWriter,
         backend: str,
     ) -> int:
-        """Copy the backend's body to the client. Returns the bytes sent."""
-        sent = 0
+        """Copy the backend's body to the client. Returns the bytes sent.
+
+        The response headers are still buffered (:class:`_ProxyResponse`): they leave in
+        one send with the body bytes that came with them, and a body wholly in hand ends
+        the response in that same send; if no body byte came with them they go at once,
+        so a slow body never holds the headers back. Stalls (rule 8): the backend's by the
+        connection's ``sock_read``, lowered to ``idle`` here; the client's by timing only
+        the writes that must wait for it (writing paused), not every chunk.
+        """
         content = upstream.content
         idle = svc.idle or None
-        writing = False  # which side a stall belongs to when the idle deadline passes
+        sent = 0
         try:
-            # One deadline for the whole copy, pushed forward after every chunk: cheaper
-            # than a timer per read and per write.
-            async with asyncio.timeout(idle) as deadline:
-                loop = asyncio.get_running_loop()
-                while True:
-                    try:
-                        chunk = await content.readany()
-                    except Exception as exc:
-                        raise translate(exc, backend) from exc
-                    if not chunk:
-                        break
-                    writing = True
-                    await resp.write(chunk)
-                    writing = False
-                    sent += len(chunk)
-                    if idle is not None:
-                        deadline.reschedule(loop.time() + idle)
-            await resp.write_eof()
+            try:
+                chunk = content.read_nowait()  # what came with the headers
+            except Exception as exc:
+                raise self._read_failed(exc, svc, backend) from exc
+            if content.is_eof():
+                sent = len(chunk)
+                await self._finish(resp, writer, chunk, idle)
+                return sent
+            if chunk:
+                await writer.write(chunk, drain=False)
+                sent = len(chunk)
+                if writer.protocol.writing_paused:
+                    await self._drain(writer, idle)
+            else:
+                writer.send_headers()
+            conn = upstream.connection
+            if idle is not None and conn is not None and conn.protocol is not None:
+                conn.protocol.read_timeout = idle
+                conn.protocol.start_timeout()  # re-armed now: the running timer has first_byte
+            protocol = writer.protocol
+            while True:
+                try:
+                    chunk = await content.readany()
+                except Exception as exc:
+                    raise self._read_failed(exc, svc, backend) from exc
+                if not chunk:
+                    break
+                await writer.write(chunk, drain=False)
+                sent += len(chunk)
+                if protocol.writing_paused:
+                    await self._drain(writer, idle)
+            await self._finish(resp, writer, b"", idle)
         except UpstreamError as err:
             self._body_failed(svc, request, request_id, upstream, err, backend, sent)
-        except TimeoutError:
-            if writing:  # the client stopped reading: not the backend's fault
-                log.warning(
-                    "client stopped reading for %ss; aborted %s %s id=%s",
-                    svc.idle, request.method, request.path, request_id,
-                )
-                upstream.close()
-                self._abort(request)
-            else:
-                stalled = UpstreamTimeout(f"backend {backend} stalled for {svc.idle}s mid-body")
-                self._body_failed(svc, request, request_id, upstream, stalled, backend, sent)
+        except _ClientStalled:  # the client stopped reading: not the backend's fault
+            log.warning(
+                "client stopped reading for %ss; aborted %s %s id=%s",
+                svc.idle, request.method, request.path, request_id,
+            )
+            upstream.close()
+            self._abort(request)
         except (ConnectionError, aiohttp.ClientConnectionResetError):
             upstream.close()  # the client went away: not the backend's fault
         return sent
+
+    @staticmethod
+    def _read_failed(exc: Exception, svc: ServiceRuntime, backend: str) -> UpstreamError:
+        if isinstance(exc, aiohttp.ServerTimeoutError):  # sock_read: idle (or first_byte)
+            return UpstreamTimeout(f"backend {backend} stalled for {svc.idle or svc.config.timeouts.first_byte}s mid-body")
+        return translate(exc, backend)
+
+    @staticmethod
+    async def _drain(writer: StreamWriter, idle: float | None) -> None:
+        """Wait for the client to take what is buffered, at most ``idle`` seconds."""
+        try:
+            async with asyncio.timeout(idle):
+                await writer.drain()
+        except TimeoutError:
+            raise _ClientStalled from None
+
+    @staticmethod
+    async def _finish(resp: web.StreamResponse, writer: StreamWriter, chunk: bytes, idle: float | None) -> None:
+        """Send ``chunk`` (and the headers, if still buffered) and end the response."""
+        if writer.chunked:
+            # The last-chunk marker goes with ``chunk``; write_eof then drains: timed.
+            try:
+                async with asyncio.timeout(idle):
+                    await resp.write_eof(chunk)
+            except TimeoutError:
+                raise _ClientStalled from None
+            return
+        await writer.write(chunk, drain=False)  # also sends headers still buffered
+        if writer.protocol.writing_paused:
+            await Proxy._drain(writer, idle)
+        await resp.write_eof()  # nothing left to send: returns at once
 
     def _body_failed(
         self,
