@@ -23,11 +23,13 @@ import asyncio
 import contextvars
 import ssl
 import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+from multidict import CIMultiDict
 
 from .config import BackendConfig, PoolConfig
 from .errors import (
@@ -60,6 +62,18 @@ class _TrackingConnector(aiohttp.TCPConnector):
         return conn
 
 _SKIP_AUTO = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
+
+
+class _ProxyClientRequest(aiohttp.ClientRequest):
+    """aiohttp's request, minus its per-request rebuild of the skip list (sorted and
+    copied into two new multidicts for every request when ``skip_auto_headers`` is
+    set). The result is the same as with the session's ``skip_auto_headers``: no
+    automatic headers at all, and a body's own Content-Type is not added either."""
+
+    _SKIP: CIMultiDict[None] = CIMultiDict((h, None) for h in sorted(_SKIP_AUTO))
+
+    def update_auto_headers(self, skip_auto_headers: Iterable[str] | None) -> None:
+        self._skip_auto_headers = self._SKIP
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +123,7 @@ class BackendPool:
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
             skip_auto_headers=_SKIP_AUTO,
+            request_class=_ProxyClientRequest,
             timeout=aiohttp.ClientTimeout(total=None),
             trust_env=False,
         )

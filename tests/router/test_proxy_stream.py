@@ -181,3 +181,26 @@ async def test_client_that_stops_reading_is_cut_off_and_not_blamed_on_the_backen
         assert seen and all(o.kind is OutcomeKind.OK for _, o in seen)
     finally:
         sock.close()
+
+
+async def test_the_router_adds_no_headers_of_its_own_client_library(backend, router) -> None:  # type: ignore[no-untyped-def]
+    """A bare request (no User-Agent, Accept, Accept-Encoding) reaches the backend
+    without the ones aiohttp's client would add; a POST body gets no Content-Type."""
+    from .conftest import echo_headers, load
+
+    url = await backend()
+    _r, base = await router([svc(url)])
+    host, port = base.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        for req in (b"GET /bare HTTP/1.1\r\nHost: a\r\n\r\n",
+                    b"POST /bare HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"):
+            writer.write(req)
+            status, _headers, body = await asyncio.wait_for(read_response(reader), 10)
+            assert status == 200
+            h = echo_headers(load(body.decode()))
+            for name in ("user-agent", "accept", "accept-encoding", "content-type"):
+                assert name not in h, (name, h[name])
+            assert h["x-hotspare-epoch"] and h["x-request-id"]
+    finally:
+        writer.close()
