@@ -100,6 +100,9 @@ _OUTCOME = {
     UpstreamProtocolError: OUTCOME_BAD_RESPONSE,
 }
 CLIENT_CLOSED = 499  # logged (never sent) when the client went away first
+# Largest first body piece sent in one write with the response headers: joining them
+# copies the piece (Python < 3.12.9 has no safe writelines), a second send is cheaper.
+_COALESCE_MAX = 32 * 1024
 MAX_ATTEMPTS = 4  # first try + stale-connection retry + replays: never a loop
 
 
@@ -543,43 +546,45 @@ class Proxy:
         """Copy the backend's body to the client. Returns the bytes sent.
 
         The response headers are still buffered (:class:`_ProxyResponse`): they leave in
-        one send with the body bytes that came with them, and a body wholly in hand ends
-        the response in that same send; if no body byte came with them they go at once,
-        so a slow body never holds the headers back. Stalls (rule 8): the backend's by the
-        connection's ``sock_read``, lowered to ``idle`` here; the client's by timing only
-        the writes that must wait for it (writing paused), not every chunk.
+        one send with the first body bytes if those came with them (up to
+        ``_COALESCE_MAX``: a bigger piece would be copied to join them), and the last
+        piece of a body wholly in hand ends the response in that same send; if no body
+        byte came with them they go at once, so a slow body never holds them back. The
+        pieces are the ones the socket delivered (``readchunk``), never joined. Stalls
+        (rule 8): the backend's by the connection's ``sock_read``, lowered to ``idle``
+        here; the client's by timing only the writes that must wait for it.
         """
         content = upstream.content
         idle = svc.idle or None
         sent = 0
         try:
-            try:
-                chunk = content.read_nowait()  # what came with the headers
-            except Exception as exc:
-                raise self._read_failed(exc, svc, backend) from exc
-            if content.is_eof():
-                sent = len(chunk)
-                await self._finish(resp, writer, chunk, idle)
-                return sent
-            if chunk:
-                await writer.write(chunk, drain=False)
-                sent = len(chunk)
-                if writer.protocol.writing_paused:
-                    await self._drain(writer, idle)
-            else:
-                writer.send_headers()
+            if content.total_bytes == 0 and not content.is_eof():
+                writer.send_headers()  # no body byte with them: nothing to wait for
             conn = upstream.connection
             if idle is not None and conn is not None and conn.protocol is not None:
                 conn.protocol.read_timeout = idle
                 conn.protocol.start_timeout()  # re-armed now: the running timer has first_byte
             protocol = writer.protocol
-            while True:
+            first = True
+            # (aiohttp's shared empty reader answers readchunk() with "end of an HTTP
+            # chunk" for ever once read: only at_eof() says a body has ended.)
+            while not content.at_eof():
                 try:
-                    chunk = await content.readany()
+                    chunk, _ = await content.readchunk()
                 except Exception as exc:
                     raise self._read_failed(exc, svc, backend) from exc
                 if not chunk:
-                    break
+                    if content.at_eof():
+                        break
+                    continue  # an empty piece at a chunk boundary, not the end
+                if first:
+                    first = False
+                    if len(chunk) > _COALESCE_MAX:
+                        writer.send_headers()
+                if content.at_eof():  # the last piece: it ends the response
+                    sent += len(chunk)
+                    await self._finish(resp, writer, chunk, idle)
+                    return sent
                 await writer.write(chunk, drain=False)
                 sent += len(chunk)
                 if protocol.writing_paused:
