@@ -27,11 +27,13 @@ class Profile:
     self_by_file: dict[str, int]
 
 
+_OURS = re.compile(r"(?:^|/)((?:hotspare|router|promote|replication)/.+)$")
+
+
 def _short_file(path: str) -> str:
     path = _SITE.sub("", path)
-    marker = "hotspare/"
-    i = path.find(marker)
-    return path[i:] if i >= 0 else path
+    m = _OURS.search(path)
+    return m.group(1) if m else path
 
 
 def _frame_key(frame: str) -> tuple[str, str]:

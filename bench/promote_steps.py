@@ -26,9 +26,9 @@ from aiohttp import web
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hotspare.promote.audit import AuditLog  # noqa: E402
-from hotspare.promote.config import Step  # noqa: E402
-from hotspare.promote.pipeline import Pipeline, PromotionContext  # noqa: E402
+from promote.audit import AuditLog  # noqa: E402
+from promote.config import Step  # noqa: E402
+from promote.pipeline import Pipeline, PromotionContext  # noqa: E402
 from tests.promote.pgserver import PostgresUnavailable, start_postgres  # noqa: E402
 
 OLD_ACTIVE = ROOT / "tests" / "promote" / "old_active.py"

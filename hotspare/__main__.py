@@ -1,5 +1,5 @@
 import sys
 
-from hotspare.router.cli import main
+from router.cli import main
 
 sys.exit(main())

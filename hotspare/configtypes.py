@@ -9,7 +9,7 @@ Rules:
 3. Sizes are written ``512``, ``64KiB``, ``10MB``, ``1GiB`` (also ``k``/``m``/``g``
    shorthands, binary); they load as ``int`` bytes.
 4. A secret is either a value (usually ``"${ENV_NAME}"``) or ``*_file: PATH``; the
-   ``${...}`` substitution happens before validation, in :mod:`hotspare.router.config`.
+   ``${...}`` substitution happens before validation, in :mod:`router.config`.
 
 This module imports nothing of ours, so ``promote`` and ``replication`` may use it.
 """
@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
-__all__ = ["StrictModel", "Duration", "ByteSize", "parse_duration", "parse_size", "read_secret"]
+__all__ = ["ByteSize", "Duration", "StrictModel", "parse_duration", "parse_size", "read_secret"]
 
 
 class StrictModel(BaseModel):

@@ -12,7 +12,7 @@ T = TypeVar("T")
 
 async def wait_for(
     condition: Callable[[], T | Awaitable[T]],
-    timeout: float = 10.0,
+    timeout: float = 10.0,  # noqa: ASYNC109 - a deadline for polling, not a cancel scope
     interval: float = 0.02,
     what: str = "condition",
 ) -> T:

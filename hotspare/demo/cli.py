@@ -216,7 +216,7 @@ class Demo:
         pids = {c.name[-1]: c.proc.pid for c in self.children if c.proc is not None}
         config = build_config(p, self.base, self.admin_token, self.replication_token, pids)
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        from hotspare.router.config import load_config
+        from router.config import load_config
 
         load_config(self.config_path)  # the one loader; a ConfigError ends the demo (exit 2)
         for node, port in (("a", p.agent_a), ("b", p.agent_b)):

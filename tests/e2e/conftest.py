@@ -22,8 +22,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from hotspare.router.config import Config, parse_config
-from hotspare.router.server import Router
+from router.config import Config, parse_config
+from router.server import Router
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import aiohttp
 
-from hotspare.router.server import Router
+from router.server import Router
 from tests.helpers import wait_for
 
 from .conftest import Backend, Load, Rec, Running, Stack, config_dict, make_config

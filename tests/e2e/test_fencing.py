@@ -42,9 +42,9 @@ import aiohttp
 import asyncpg
 import pytest
 
-from hotspare.promote.audit import AuditLog, RunRecord
-from hotspare.router.config import Config, parse_config
-from hotspare.router.server import Router
+from promote.audit import AuditLog, RunRecord
+from router.config import Config, parse_config
+from router.server import Router
 from tests.helpers import wait_for
 from tests.promote.pgserver import Postgres, PostgresUnavailable, shared_postgres
 

@@ -14,8 +14,8 @@ import aiohttp
 import yaml
 from aiohttp import web
 
-from hotspare.router.config import load_config
-from hotspare.router.server import Router
+from router.config import load_config
+from router.server import Router
 
 ADMIN_TOKEN = "admin-s3cret"
 REPL_TOKEN = "repl-s3cret"

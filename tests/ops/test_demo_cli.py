@@ -18,7 +18,7 @@ import pytest
 
 from hotspare.demo.app import DEMO_PASSWORD
 from hotspare.demo.cli import build_config, pick_ports
-from hotspare.router.config import parse_config
+from router.config import parse_config
 from tests.helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[2]

@@ -23,8 +23,8 @@ import pytest
 import yaml
 from aiohttp import web
 
-from hotspare.replication.metrics import AgentMetrics
-from hotspare.router.metrics import REGISTRY
+from replication.metrics import AgentMetrics
+from router.metrics import REGISTRY
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

@@ -16,8 +16,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from hotspare.router.apache_import import import_apache
-from hotspare.router.config import parse_config
+from router.apache_import import import_apache
+from router.config import parse_config
 
 from .conftest import Apache, Backend
 from .exchange import (
@@ -54,9 +54,9 @@ def _port_of(addresses: Any) -> int:
 @pytest.fixture
 async def hotspare(apache: Apache, backend: Backend, tmp_path: Path) -> AsyncIterator[Hotspare]:
     try:
-        from hotspare.router.server import Router
+        from router.server import Router
     except ImportError as exc:
-        pytest.fail(f"the hotspare router (hotspare.router.server.Router) is not built yet: {exc}")
+        pytest.fail(f"the hotspare router (router.server.Router) is not built yet: {exc}")
     t = import_apache(apache.conf)
     data = dict(t.config)
     data["listen"] = ["127.0.0.1:0"]

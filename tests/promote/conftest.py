@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from hotspare.promote.config import Step
-from hotspare.promote.pipeline import PromotionContext
+from promote.config import Step
+from promote.pipeline import PromotionContext
 
 from .pgserver import Postgres, PostgresUnavailable, shared_postgres
 

@@ -11,8 +11,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from hotspare.promote.audit import AuditLog, format_table
-from hotspare.promote.pipeline import Pipeline
+from promote.audit import AuditLog, format_table
+from promote.pipeline import Pipeline
 from tests.helpers import wait_for
 
 from .conftest import make_ctx, make_step
@@ -69,8 +69,8 @@ async def test_router_killed_mid_run_leaves_an_unfinished_run(tmp_path: Path) ->
     script = textwrap.dedent(f"""
         import asyncio, sys
         sys.path.insert(0, {str(Path(__file__).parents[2])!r})
-        from hotspare.promote.audit import AuditLog
-        from hotspare.promote.pipeline import Pipeline
+        from promote.audit import AuditLog
+        from promote.pipeline import Pipeline
         from tests.promote.conftest import make_ctx, make_step
         steps = [make_step(name="fence", exec=["true"]),
                  make_step(name="warm", exec=["sh", "-c", "echo $$ > {started}; exec sleep 60"], timeout=100)]

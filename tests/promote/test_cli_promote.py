@@ -15,7 +15,7 @@ import pytest
 import yaml
 from aiohttp import web
 
-from hotspare.promote.audit import AuditLog
+from promote.audit import AuditLog
 
 ADMIN_TOKEN = "adm-tok"
 

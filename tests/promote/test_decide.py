@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hotspare.promote.decide import Alarm, Backoff, Finish, RunDecider, RunStep, StepPolicy
+from promote.decide import Alarm, Backoff, Finish, RunDecider, RunStep, StepPolicy
 
 FENCE = StepPolicy("fence", fence=True)
 WARM = StepPolicy("warm", fence=False)

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from hotspare.promote.pipeline import Pipeline, PromotionResult
+from promote.pipeline import Pipeline, PromotionResult
 from tests.helpers import wait_for
 
 from .conftest import make_ctx, make_step

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from hotspare.promote.pipeline import Pipeline, PromotionResult
+from promote.pipeline import Pipeline, PromotionResult
 
 from .conftest import make_ctx, make_step
 

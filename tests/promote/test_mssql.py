@@ -1,6 +1,6 @@
 """SQL Server support, tested as far as possible WITHOUT a server (none can run here):
 statement building, spid validation, and the clear failure when pyodbc is missing.
-The statements themselves are documented in hotspare/promote/sql_mssql.py."""
+The statements themselves are documented in promote/sql_mssql.py."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import importlib.util
 
 import pytest
 
-from hotspare.promote.errors import StepFailed
-from hotspare.promote.pipeline import Pipeline
-from hotspare.promote.sql_mssql import find_statement, kill_statement, validate_spid
+from promote.errors import StepFailed
+from promote.pipeline import Pipeline
+from promote.sql_mssql import find_statement, kill_statement, validate_spid
 
 from .conftest import make_ctx, make_step
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from hotspare.promote.audit import AuditLog
-from hotspare.promote.config import Step
-from hotspare.promote.pipeline import Pipeline
+from promote.audit import AuditLog
+from promote.config import Step
+from promote.pipeline import Pipeline
 
 from .conftest import make_ctx, make_step
 

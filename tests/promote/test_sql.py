@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from hotspare.promote.pipeline import Pipeline
+from promote.pipeline import Pipeline
 
 from .conftest import Postgres, make_ctx, make_step
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from hotspare.router.config import parse_config
-from hotspare.router.errors import ConfigError
+from router.config import parse_config
+from router.errors import ConfigError
 
 DESIGN_STEP = {
     "name": "fence",

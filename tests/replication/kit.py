@@ -16,8 +16,8 @@ from typing import Any
 
 from aiohttp import web
 
-from hotspare.replication.agent import Agent, AgentOptions
-from hotspare.replication.config import ReplicationConfig
+from replication.agent import Agent, AgentOptions
+from replication.config import ReplicationConfig
 
 TOKEN = "test-replication-token"
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from hotspare.replication.agent import Agent, AgentOptions
-from hotspare.replication.role import Role
-from hotspare.router.config import ConfigError, load_config, parse_config
+from replication.agent import Agent, AgentOptions
+from replication.role import Role
+from router.config import ConfigError, load_config, parse_config
 
 from .kit import TOKEN, rep_config, tree
 

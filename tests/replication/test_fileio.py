@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from hotspare.replication import fileio
-from hotspare.replication.paths import UnsafePath
-from hotspare.replication.planner import Entry
+from replication import fileio
+from replication.paths import UnsafePath
+from replication.planner import Entry
 
 
 def test_replica_never_writes_through_a_linked_folder(tmp_path: Path) -> None:

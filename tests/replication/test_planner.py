@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from hotspare.replication.changes import ChangeLog, Debouncer
-from hotspare.replication.paths import UnsafePath, check_path, decode_wire, encode_wire
-from hotspare.replication.planner import (
+from replication.changes import ChangeLog, Debouncer
+from replication.paths import UnsafePath, check_path, decode_wire, encode_wire
+from replication.planner import (
     Chmod,
     Copy,
     Delete,
@@ -21,7 +21,7 @@ from hotspare.replication.planner import (
     link_leaves_root,
     plan,
 )
-from hotspare.replication.role import Role, RoleTracker
+from replication.role import Role, RoleTracker
 
 A = Entry(10, 1_000, 0o644)
 A2 = Entry(11, 2_000, 0o644)

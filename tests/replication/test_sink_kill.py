@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from hotspare.replication.agent import Agent, AgentOptions
-from hotspare.replication.role import Role
+from replication.agent import Agent, AgentOptions
+from replication.role import Role
 from tests.helpers import wait_for
 
 from .kit import TOKEN, rep_config, tree

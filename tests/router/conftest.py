@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from hotspare.router.config import Config, parse_config
-from hotspare.router.server import Router
+from router.config import Config, parse_config
+from router.server import Router
 
 BackendFactory = Callable[..., Awaitable[str]]
 RouterFactory = Callable[..., Awaitable[tuple[Router, str]]]

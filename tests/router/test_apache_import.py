@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hotspare.router.apache import ApacheConfigError, load_apache_config, parse_text, translate
-from hotspare.router.apache_import import import_apache, run
-from hotspare.router.config import Config, load_config, parse_config
+from router.apache import ApacheConfigError, load_apache_config, parse_text, translate
+from router.apache_import import import_apache, run
+from router.config import Config, load_config, parse_config
 
 DATA = Path(__file__).parent / "data" / "apache"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hotspare.configtypes import parse_duration, parse_size
-from hotspare.router.config import ConfigError, load_config, parse_config
+from router.config import ConfigError, load_config, parse_config
 
 REPO = Path(__file__).resolve().parents[2]
 MINIMAL = REPO / "deploy" / "examples" / "minimal.yaml"
@@ -134,7 +134,7 @@ def test_https_listener_needs_cert_and_key() -> None:
 def test_yaml_problems_name_the_file(tmp_path: Path) -> None:
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("listen: [\n")
-    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML"):
         load_config(cfg)
     cfg.write_text("listen: ['127.0.0.1:1']\nlisten: ['127.0.0.1:2']\n")
     with pytest.raises(ConfigError, match="key 'listen' given twice"):

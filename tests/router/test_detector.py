@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from hotspare.router.causes import Cause
-from hotspare.router.config import parse_config
-from hotspare.router.detector import (
+from router.causes import Cause
+from router.config import parse_config
+from router.detector import (
     Detector,
     DetectorSettings,
     Health,

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from hotspare.router import metrics
-from hotspare.router.errors import StateFileError
-from hotspare.router.failover import AdminSwitchover
-from hotspare.router.hold import Refusal
-from hotspare.router.server import Router
+from router import metrics
+from router.errors import StateFileError
+from router.failover import AdminSwitchover
+from router.hold import Refusal
+from router.server import Router
 from tests.helpers import wait_for
 
 from .conftest import make_config, svc

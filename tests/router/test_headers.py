@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from hotspare.router.config import parse_config
-from hotspare.router.headers import (
+from router.config import parse_config
+from router.headers import (
     connection_tokens,
     request_headers,
     response_headers,
     sane_request_id,
 )
-from hotspare.router.rewrite import Rewriter
+from router.rewrite import Rewriter
 
 
 def _h(*pairs: tuple[str, str]) -> CIMultiDictProxy[str]:

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 import pytest
 from aiohttp import web
 
-from hotspare.router import metrics
-from hotspare.router.causes import Cause
-from hotspare.router.config import ServiceConfig, parse_config
-from hotspare.router.detector import Health, ProbeFailure, Traffic, Transition
-from hotspare.router.health import HealthChecker
+from router import metrics
+from router.causes import Cause
+from router.config import ServiceConfig, parse_config
+from router.detector import Health, ProbeFailure, Traffic, Transition
+from router.health import HealthChecker
 from tests.helpers import wait_for
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from hotspare.router.config import FailoverConfig
-from hotspare.router.hold import (
+from router.config import FailoverConfig
+from router.hold import (
     Admitted,
     HoldLimits,
     HoldQueue,

@@ -9,8 +9,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from hotspare.router import metrics
-from hotspare.router.director import Outcome, OutcomeKind
+from router import metrics
+from router.director import Outcome, OutcomeKind
 
 from .conftest import read_response, svc
 

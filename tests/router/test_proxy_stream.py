@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from hotspare.router import metrics
-from hotspare.router.director import Outcome, OutcomeKind
+from router import metrics
+from router.director import Outcome, OutcomeKind
 from tests.helpers import wait_for
 
 from .conftest import read_response, svc

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hotspare.router.config import parse_config
-from hotspare.router.rewrite import Rewriter
+from router.config import parse_config
+from router.rewrite import Rewriter
 
 
 def _rw(urls: list[str], **rewrite: object) -> Rewriter:

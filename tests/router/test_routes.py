@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from hotspare.router.config import parse_config
-from hotspare.router.director import Director, Outcome, OutcomeKind, Route
-from hotspare.router.routes import ServiceTable, normalize_host
+from router.config import parse_config
+from router.director import Director, Outcome, OutcomeKind, Route
+from router.routes import ServiceTable, normalize_host
 
 
 def _table(services: list[dict[str, Any]]) -> ServiceTable:

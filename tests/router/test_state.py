@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from hotspare.router.config import ServiceConfig, parse_config
-from hotspare.router.errors import StateFileError
-from hotspare.router.state import ServiceState, StateFile
+from router.config import ServiceConfig, parse_config
+from router.errors import StateFileError
+from router.state import ServiceState, StateFile
 
 
 def services() -> list[ServiceConfig]:

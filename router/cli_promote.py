@@ -27,8 +27,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from hotspare.promote.audit import AuditLog, format_table
-from hotspare.promote.pipeline import Pipeline, PromotionContext
+from promote.audit import AuditLog, format_table
+from promote.pipeline import Pipeline, PromotionContext
 
 from .config import Config, ServiceConfig, load_config, parse_hostport
 

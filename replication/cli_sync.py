@@ -92,7 +92,7 @@ async def sync(config: Any, node: str, source: str | None, roots: list[str] | No
 
 
 def run(args: argparse.Namespace) -> int:
-    from hotspare.router.config import load_config
+    from router.config import load_config
 
     logging.basicConfig(level="WARNING")
     config = load_config(args.config)

@@ -17,15 +17,15 @@ from .errors import ConfigError
 
 # (command, module, one-line help). Modules are imported when the parser is built.
 COMMANDS: list[tuple[str, str, str]] = [
-    ("router", "hotspare.router.server", "run the front door (reverse proxy, failover, admin API)"),
-    ("agent", "hotspare.replication.cli_agent", "run the replication agent of one node"),
-    ("sync", "hotspare.replication.cli_sync", "one-shot mirror of a node's roots, with progress"),
-    ("promote", "hotspare.router.cli_promote", "run, preview or review promotions"),
-    ("switchover", "hotspare.router.cli_admin", "planned switchover of a service to another backend"),
-    ("status", "hotspare.router.cli_admin", "show services, backends, health and replication"),
-    ("check-config", "hotspare.router.cli_check", "validate a deployment file; exit 2 on errors"),
+    ("router", "router.server", "run the front door (reverse proxy, failover, admin API)"),
+    ("agent", "replication.cli_agent", "run the replication agent of one node"),
+    ("sync", "replication.cli_sync", "one-shot mirror of a node's roots, with progress"),
+    ("promote", "router.cli_promote", "run, preview or review promotions"),
+    ("switchover", "router.cli_admin", "planned switchover of a service to another backend"),
+    ("status", "router.cli_admin", "show services, backends, health and replication"),
+    ("check-config", "router.cli_check", "validate a deployment file; exit 2 on errors"),
     ("demo", "hotspare.demo.cli", "run the whole system on loopback, no config file"),
-    ("import-apache", "hotspare.router.apache_import", "translate an Apache mod_proxy config"),
+    ("import-apache", "router.apache_import", "translate an Apache mod_proxy config"),
 ]
 
 

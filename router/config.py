@@ -29,8 +29,8 @@ import yaml
 from pydantic import AfterValidator, Field, ValidationError, ValidationInfo, model_validator
 
 from hotspare.configtypes import ByteSize, Duration, StrictModel, read_secret
-from hotspare.promote.config import FenceFailure, Step
-from hotspare.replication.config import ReplicationConfig
+from promote.config import FenceFailure, Step
+from replication.config import ReplicationConfig
 
 from .errors import ConfigError
 
@@ -506,7 +506,7 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{p}: expected UTF-8 text, found a bad byte at offset {exc.start}"], p) from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         raise ConfigError([f"{p}: not valid YAML: {exc}"], p) from None
     if data is None:

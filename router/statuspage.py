@@ -201,7 +201,7 @@ def render_status_page(snapshot: Mapping[str, Any]) -> str:
         sections += "\n<section><h2>Router events</h2>" + _events(router_events) + "</section>"
     generated = snapshot.get("generated_at")
     template = Template(
-        resources.files("hotspare.router").joinpath("statuspage.html").read_text(encoding="utf-8")
+        resources.files("router").joinpath("statuspage.html").read_text(encoding="utf-8")
     )
     return template.substitute(
         refresh=REFRESH_SECONDS,

@@ -1,6 +1,6 @@
 """The agent's wire format, in one place (documented in docs/replication.md).
 
-- Paths: percent-encoded bytes (:mod:`hotspare.replication.paths`).
+- Paths: percent-encoded bytes (:mod:`replication.paths`).
 - An entry in JSON: ``{"p": path, "s": size, "m": mtime_ns, "o": mode}`` plus
   ``"l": link target`` (percent-encoded) for a link; a deletion in the feed is
   ``{"p": path, "del": true}``.

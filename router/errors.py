@@ -32,7 +32,7 @@ class StateFileError(Exception):
 # -- proxying (router core) -------------------------------------------------------------
 #
 # aiohttp and OSError exceptions from the backend side become one of these in ONE place
-# (hotspare.router.upstream.translate). Each carries the status the client is answered
+# (router.upstream.translate). Each carries the status the client is answered
 # with, a short operator-readable ``cause`` and whether the request may have reached the
 # backend (``sent``): the failover layer's replay rules depend on that last bit.
 

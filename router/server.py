@@ -34,7 +34,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from hotspare.promote.audit import AuditLog
+from promote.audit import AuditLog
 
 from . import metrics
 from .accesslog import AccessLog

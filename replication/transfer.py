@@ -1,6 +1,6 @@
 """Moving file contents from a source agent into a replica root: bundles of small
 files and resumable large files, each checked against its SHA-256 and placed
-atomically. Used by :class:`hotspare.replication.sink.RootSink` (a mixin: it supplies
+atomically. Used by :class:`replication.sink.RootSink` (a mixin: it supplies
 the session, the writer and the sync state).
 
 Rules:

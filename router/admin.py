@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from hotspare.promote.audit import AuditLog
+from promote.audit import AuditLog
 
 from . import metrics
 from .admin_plan import PlanInput, switchover_plan

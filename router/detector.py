@@ -4,7 +4,7 @@ Rules:
 
 1. No I/O, no asyncio, no clock: every event carries ``now`` (seconds, monotonic) and
    every call returns a list of actions (:class:`ScheduleProbe`, :class:`Transition`)
-   for the I/O shell (:mod:`hotspare.router.health`) to perform.
+   for the I/O shell (:mod:`router.health`) to perform.
 2. Three states: UP, SUSPECT (something looked wrong, probing fast to find out) and
    DOWN. BACKEND_UP is 1 for UP and SUSPECT: suspicion alone moves no traffic.
 3. Probes alone: ``fall`` consecutive failed probes mark a backend DOWN, ``rise``

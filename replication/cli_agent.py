@@ -41,7 +41,7 @@ class UsageError(Exception):
 
 def build_options(config: Any, args: argparse.Namespace) -> AgentOptions:
     """Turn the deployment file and the arguments into AgentOptions (UsageError if wrong)."""
-    from hotspare.router.config import parse_hostport
+    from router.config import parse_hostport
 
     rep = config.replication
     if rep is None or not rep.roots:
@@ -96,7 +96,7 @@ async def _main(agent: Agent) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hotspare.router.config import load_config
+    from router.config import load_config
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = load_config(args.config)  # ConfigError -> exit 2 in cli.main

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from hotspare.promote.pipeline import Pipeline
+from promote.pipeline import Pipeline
 
 from .cli_promote import build_context
 from .config import ServiceConfig

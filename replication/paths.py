@@ -11,7 +11,7 @@ Rules:
    lone surrogate or a control character.
 3. A path is safe when it is relative, has no empty, ``.`` or ``..`` component, no NUL,
    and does not enter the agent's own folder (``.hotspare``) or name the marker. Links
-   are checked on the disk, by :func:`hotspare.replication.fileio.open_in_root`.
+   are checked on the disk, by :func:`replication.fileio.open_in_root`.
 4. Every check raises :class:`UnsafePath` saying what was wrong with which path.
 """
 

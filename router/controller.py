@@ -2,7 +2,7 @@
 
 Rules:
 
-1. One :class:`~hotspare.router.failover.FailoverMachine` per service; every event
+1. One :class:`~router.failover.FailoverMachine` per service; every event
    (health transitions, promotion results, timers, admin calls) goes through
    :meth:`ServiceController.submit`, and one dispatcher (:meth:`_perform`) performs the
    actions, one branch per action type, ending in an error for an unknown one.
@@ -25,8 +25,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from hotspare.promote.audit import AuditLog
-from hotspare.promote.pipeline import Pipeline, PromotionContext
+from promote.audit import AuditLog
+from promote.pipeline import Pipeline, PromotionContext
 
 from . import metrics
 from .config import Config, ServiceConfig
