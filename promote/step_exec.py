@@ -10,6 +10,9 @@ Contract:
   ``HOTSPARE_NEW_ACTIVE``, ``HOTSPARE_OLD_URL``, ``HOTSPARE_NEW_URL``,
   ``HOTSPARE_OLD_ADDRESS``, ``HOTSPARE_EPOCH``, ``HOTSPARE_CAUSE``, ``HOTSPARE_TRIGGER``,
   ``HOTSPARE_RUN_ID``, plus the step's ``env``. Standard input is /dev/null.
+- Secrets are not inherited: variables named ``HOTSPARE_*_TOKEN`` and any variable
+  holding the replication token are removed from the router's environment. A step that
+  needs a secret is given it explicitly in its ``env`` (``X: "${VAR}"`` in the config).
 - **Success**: exit status 0. **Failure**: any other status, death by a signal, or a
   program that cannot be started (not found, not executable).
 - stdout and stderr are captured together; only the last ``output_limit`` bytes are
@@ -50,8 +53,13 @@ def exec_argv(step: Step, values: dict[str, str] | None = None) -> list[str]:
     return [render(a, values) if values is not None else a for a in step.exec]
 
 
-def exec_env(step: Step, values: dict[str, str]) -> dict[str, str]:
-    env = dict(os.environ)
+def _secret(name: str, value: str, secrets: frozenset[str]) -> bool:
+    return (name.startswith("HOTSPARE_") and name.endswith("_TOKEN")) or value in secrets
+
+
+def exec_env(step: Step, values: dict[str, str], secrets: frozenset[str] = frozenset()) -> dict[str, str]:
+    """The router's environment without its secrets, plus the context and the step's env."""
+    env = {k: v for k, v in os.environ.items() if not _secret(k, v, secrets)}
     env.update({var: values[name] for var, name in ENV_NAMES.items()})
     env.update({k: render(v, values) for k, v in step.env.items()})
     return env
@@ -68,7 +76,7 @@ async def run_exec(step: Step, rt: Runtime, attempt: Attempt) -> None:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=write_fd,
                 stderr=write_fd,
-                env=exec_env(step, values),
+                env=exec_env(step, values, frozenset({rt.agent_token} if rt.agent_token else ())),
                 cwd=str(step.cwd) if step.cwd else None,
                 start_new_session=True,
             )

@@ -135,3 +135,16 @@ async def test_retries_with_backoff_then_success(tmp_path: Path) -> None:
     res = await run1(exec=[PY, "-c", code], retries=3, backoff="10ms")
     assert [(s.attempt, s.status) for s in res.steps] == [(1, "failed"), (2, "failed"), (3, "ok")]
     assert res.outcome == "promoted" and counter.read_text() == "3"
+
+
+async def test_router_secrets_are_not_inherited_but_can_be_given(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("HOTSPARE_ADMIN_TOKEN", "admin-secret")
+    monkeypatch.setenv("SOME_OTHER_NAME", "repl-secret")  # the replication token, under any name
+    monkeypatch.setenv("HARMLESS", "kept")
+    code = "import os; print(*(k + '=' + v for k, v in sorted(os.environ.items())), sep='\\n')"
+    step = make_step(exec=[PY, "-c", code], env={"FENCE_KEY": "given-explicitly"})
+    res = await Pipeline([step], fence_failure="hold", audit=None, agent_token="repl-secret").run(make_ctx())
+    out = res.steps[0].output_tail.splitlines()
+    assert res.outcome == "promoted", res
+    assert "HARMLESS=kept" in out and "FENCE_KEY=given-explicitly" in out
+    assert not [line for line in out if "admin-secret" in line or "repl-secret" in line], out
