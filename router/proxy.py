@@ -5,7 +5,8 @@ Rules:
 1. A request that is malformed or ambiguous never reaches a backend: aiohttp's strict
    request parser answers 400 for bad bytes, CL+TE and conflicting Content-Length
    itself; this module adds 400 for HTTP/1.1 without Host.
-2. Bodies stream both ways in the chunks the sockets deliver; nothing is held whole.
+2. Bodies stream both ways in the chunks the sockets deliver; nothing is held whole
+   (bodies.py: the request body as sent upstream, the writes that end a response).
    Flow control is aiohttp's (its readers pause the socket at their high-water mark,
    writers drain). ``max_body_size`` is enforced on the declared length before any byte
    is read (413, never 100-continue) and on the bytes counted while streaming.
@@ -46,7 +47,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -59,6 +60,15 @@ from yarl import URL
 
 from . import metrics
 from .accesslog import AccessLog, AccessRecord
+from .bodies import (
+    COALESCE_MAX,
+    ClientStalled,
+    ProxyResponse,
+    RequestBody,
+    drain,
+    finish,
+    read_failed,
+)
 from .controller import FailoverDirector, MustHold
 from .detector import Health
 from .director import (
@@ -72,7 +82,6 @@ from .director import (
     Route,
 )
 from .errors import (
-    ClientGone,
     RequestBodyTooLarge,
     UpstreamConnectError,
     UpstreamError,
@@ -91,7 +100,6 @@ __all__ = ["Proxy"]
 
 log = logging.getLogger("hotspare.router")
 
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"})
 _OUTCOME = {
     UpstreamConnectError: OUTCOME_CONNECT_FAILED,
@@ -100,73 +108,7 @@ _OUTCOME = {
     UpstreamProtocolError: OUTCOME_BAD_RESPONSE,
 }
 CLIENT_CLOSED = 499  # logged (never sent) when the client went away first
-# Largest first body piece sent in one write with the response headers: joining them
-# copies the piece (Python < 3.12.9 has no safe writelines), a second send is cheaper.
-_COALESCE_MAX = 32 * 1024
 MAX_ATTEMPTS = 4  # first try + stale-connection retry + replays: never a loop
-
-
-class _Body:
-    """The client's request body as an async iterator for the upstream request.
-
-    Records a client-side fault (``fault``) so the proxy can tell it from a backend one.
-    Keeps what it streamed, up to ``keep`` bytes, so the request can be sent again
-    (:meth:`chunks` yields the kept bytes first, then reads on from the client); past
-    ``keep`` nothing is kept and ``kept`` is None: the body cannot be sent again.
-    """
-
-    __slots__ = ("_idle", "_keep", "_limit", "_request", "done", "expect", "fault", "kept", "received")
-
-    def __init__(self, request: BaseRequest, limit: int | None, idle: float, expect: bool, keep: int) -> None:
-        self._request = request
-        self._limit = limit
-        self._idle = idle or None
-        self._keep = keep
-        self.expect = expect
-        self.fault: Exception | None = None
-        self.received = 0
-        self.kept: list[bytes] | None = []
-        self.done = False  # read to its end
-
-    @property
-    def kept_size(self) -> int | None:
-        """Bytes of body in hand (all received so far), or None if not kept."""
-        return None if self.kept is None else self.received
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        if self.expect:
-            self.expect = False
-            await self._request.writer.write(_CONTINUE)
-        if self.kept:
-            for chunk in list(self.kept):
-                yield chunk
-        if self.done:
-            return
-        content = self._request.content
-        limit = self._limit
-        while True:
-            try:
-                async with asyncio.timeout(self._idle):
-                    chunk = await content.readany()
-            except TimeoutError:
-                self.fault = ClientGone("client stopped sending its body")
-                raise self.fault from None
-            except Exception as exc:  # the client hung up or sent a broken body
-                self.fault = ClientGone(f"client body broken off ({type(exc).__name__})")
-                raise self.fault from None
-            if not chunk:
-                self.done = True
-                return
-            self.received += len(chunk)
-            if limit is not None and self.received > limit:
-                self.fault = RequestBodyTooLarge(limit)
-                raise self.fault
-            if self.kept is not None:
-                if self.received <= self._keep:
-                    self.kept.append(chunk)
-                else:
-                    self.kept = None
-            yield chunk
 
 
 @dataclass(slots=True)
@@ -189,18 +131,6 @@ class _Waiting:
     def __init__(self, task: asyncio.Task[object]) -> None:
         self.task = task
         self.aborted = False
-
-
-class _ProxyResponse(web.StreamResponse):
-    """A streamed response whose headers wait for the first body bytes, so that a small
-    response goes out in one send instead of two (aiohttp's own ``web.Response`` does the
-    same; ``_stream_body`` flushes them at once when no body byte is at hand)."""
-
-    _send_headers_immediately = False
-
-
-class _ClientStalled(Exception):
-    """The client took nothing for ``idle`` seconds while the router waited to write."""
 
 
 def _text(status: int, text: str, request_id: str, extra: dict[str, str] | None = None) -> web.Response:
@@ -326,7 +256,7 @@ class Proxy:
         """Forward one plain HTTP request. Returns (response, backend name, body bytes)."""
         method = request.method
         headers = request.headers
-        body: _Body | None = None
+        body: RequestBody | None = None
         if request.body_exists:
             limit = svc.max_body_size
             declared = request.content_length
@@ -336,7 +266,7 @@ class Proxy:
             if expect is not None:
                 if expect.lower() != "100-continue":
                     return self._refuse(svc, request, request_id, 417, "expectation failed: only 100-continue is supported", close=True), "none", 0
-            body = _Body(request, limit, svc.idle, expect is not None and request.version >= (1, 1),
+            body = RequestBody(request, limit, svc.idle, expect is not None and request.version >= (1, 1),
                          svc.config.failover.replay_buffer)
 
         director = svc.director
@@ -393,7 +323,7 @@ class Proxy:
             return self._upstream_failed(svc, request, request_id, f.err, backend, reason), backend, 0
         raise AssertionError("unreachable: the last attempt always answers")  # pragma: no cover
 
-    async def _route(self, svc: ServiceRuntime, body: _Body | None) -> Route:
+    async def _route(self, svc: ServiceRuntime, body: RequestBody | None) -> Route:
         """The route for a new request; held while the service switches. NoRoute: refuse."""
         director = svc.director
         try:
@@ -425,7 +355,7 @@ class Proxy:
         request_id: str,
         started: float,
         route: Route,
-        body: _Body | None,
+        body: RequestBody | None,
         last: bool,
     ) -> tuple[web.StreamResponse, str, int] | _Failure:
         """One try on ``route``: the whole response, or what failed before it started
@@ -499,7 +429,7 @@ class Proxy:
                 upstream.close()  # its answer is dropped: the request goes again
                 dropped = UpstreamStatusError(f"backend {backend} answered {status}")
                 return _Failure(dropped, None, backend, False, False, reported=True)
-            resp = _ProxyResponse(
+            resp = ProxyResponse(
                 status=status,
                 reason=upstream.reason,
                 headers=response_headers(
@@ -545,9 +475,9 @@ class Proxy:
     ) -> int:
         """Copy the backend's body to the client. Returns the bytes sent.
 
-        The response headers are still buffered (:class:`_ProxyResponse`): they leave in
+        The response headers are still buffered (:class:`ProxyResponse`): they leave in
         one send with the first body bytes if those came with them (up to
-        ``_COALESCE_MAX``: a bigger piece would be copied to join them), and the last
+        ``COALESCE_MAX``: a bigger piece would be copied to join them), and the last
         piece of a body wholly in hand ends the response in that same send; if no body
         byte came with them they go at once, so a slow body never holds them back. The
         pieces are the ones the socket delivered (``readchunk``), never joined. Stalls
@@ -572,27 +502,27 @@ class Proxy:
                 try:
                     chunk, _ = await content.readchunk()
                 except Exception as exc:
-                    raise self._read_failed(exc, svc, backend) from exc
+                    raise read_failed(exc, svc, backend) from exc
                 if not chunk:
                     if content.at_eof():
                         break
                     continue  # an empty piece at a chunk boundary, not the end
                 if first:
                     first = False
-                    if len(chunk) > _COALESCE_MAX:
+                    if len(chunk) > COALESCE_MAX:
                         writer.send_headers()
                 if content.at_eof():  # the last piece: it ends the response
                     sent += len(chunk)
-                    await self._finish(resp, writer, chunk, idle)
+                    await finish(resp, writer, chunk, idle)
                     return sent
                 await writer.write(chunk, drain=False)
                 sent += len(chunk)
                 if protocol.writing_paused:
-                    await self._drain(writer, idle)
-            await self._finish(resp, writer, b"", idle)
+                    await drain(writer, idle)
+            await finish(resp, writer, b"", idle)
         except UpstreamError as err:
             self._body_failed(svc, request, request_id, upstream, err, backend, sent)
-        except _ClientStalled:  # the client stopped reading: not the backend's fault
+        except ClientStalled:  # the client stopped reading: not the backend's fault
             log.warning(
                 "client stopped reading for %ss; aborted %s %s id=%s",
                 svc.idle, request.method, request.path, request_id,
@@ -602,37 +532,6 @@ class Proxy:
         except (ConnectionError, aiohttp.ClientConnectionResetError):
             upstream.close()  # the client went away: not the backend's fault
         return sent
-
-    @staticmethod
-    def _read_failed(exc: Exception, svc: ServiceRuntime, backend: str) -> UpstreamError:
-        if isinstance(exc, aiohttp.ServerTimeoutError):  # sock_read: idle (or first_byte)
-            return UpstreamTimeout(f"backend {backend} stalled for {svc.idle or svc.config.timeouts.first_byte}s mid-body")
-        return translate(exc, backend)
-
-    @staticmethod
-    async def _drain(writer: StreamWriter, idle: float | None) -> None:
-        """Wait for the client to take what is buffered, at most ``idle`` seconds."""
-        try:
-            async with asyncio.timeout(idle):
-                await writer.drain()
-        except TimeoutError:
-            raise _ClientStalled from None
-
-    @staticmethod
-    async def _finish(resp: web.StreamResponse, writer: StreamWriter, chunk: bytes, idle: float | None) -> None:
-        """Send ``chunk`` (and the headers, if still buffered) and end the response."""
-        if writer.chunked:
-            # The last-chunk marker goes with ``chunk``; write_eof then drains: timed.
-            try:
-                async with asyncio.timeout(idle):
-                    await resp.write_eof(chunk)
-            except TimeoutError:
-                raise _ClientStalled from None
-            return
-        await writer.write(chunk, drain=False)  # also sends headers still buffered
-        if writer.protocol.writing_paused:
-            await Proxy._drain(writer, idle)
-        await resp.write_eof()  # nothing left to send: returns at once
 
     def _body_failed(
         self,
