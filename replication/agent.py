@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 import os
 import signal
@@ -154,7 +155,7 @@ class Agent:
                 if was_ok:
                     log.warning("agent %s: router %s unreachable (%s); keeping role %s",
                                 self.node, url, exc, self.tracker.role.kind)
-                change = None
+                change = self._resume_remembered()
             self.metrics.router_reachable.set(1 if self.tracker.router_ok else 0)
             self.max_epoch = max(self.max_epoch, self.tracker.role.epoch)
             if change is not None:
@@ -169,10 +170,58 @@ class Agent:
             await self._stop_role()
             self.max_epoch = max(self.max_epoch, new.epoch)
             self.metrics.is_source.set(1 if new.kind == "source" else 0)
+            if new.kind != "unknown":
+                self._remember(new)
             if new.kind == "source":
                 self._start_sources(new)
             elif new.kind == "sink":
                 self._start_sinks(new, change.reversal)
+
+    def _remember(self, role: Role) -> None:
+        """Write the role into each root's sync state, so that an agent restarted while
+        the router is unreachable can keep the role it had (rule 2 of role.py)."""
+        memo = json.dumps({"kind": role.kind, "service": role.service, "active": role.active, "epoch": role.epoch})
+        for r in self.config.roots:
+            root = r.path_for(self.node)
+            # A sink creates its replica root anyway; a missing source root (an unmounted
+            # disk?) is never created here.
+            if root.is_dir() or role.kind == "sink":
+                st = SyncState(root)
+                try:
+                    st.put("last_role", memo)
+                finally:
+                    st.close()
+
+    def _resume_remembered(self) -> RoleChange | None:
+        """At start, with the router unreachable: the role this node last had, if one
+        of its roots remembers it (the highest epoch wins); else None (stay unknown)."""
+        if self.tracker.role.kind != "unknown":
+            return None
+        best: Role | None = None
+        for r in self.config.roots:
+            root = r.path_for(self.node)
+            if not (root / ".hotspare").is_dir():
+                continue
+            st = SyncState(root)
+            try:
+                raw = st.get("last_role")
+            finally:
+                st.close()
+            try:
+                d = json.loads(raw) if raw else None
+                role = Role(d["kind"], d["service"], d["active"], int(d["epoch"])) if d else None
+            except (ValueError, KeyError, TypeError):
+                log.error("agent %s: unreadable remembered role in %s; staying unknown", self.node, root)
+                role = None
+            if role is not None and role.kind in ("source", "sink") and (best is None or role.epoch > best.epoch):
+                best = role
+        if best is None:
+            return None
+        log.warning("agent %s: router unreachable at start; resuming the role this node last had: "
+                    "%s (service %s, active %s, epoch %d)", self.node, best.kind, best.service, best.active, best.epoch)
+        change = RoleChange(self.tracker.role, best)
+        self.tracker.role = best
+        return change
 
     def _start_sources(self, role: Role) -> None:
         c = self.config

@@ -7,8 +7,9 @@ Rules:
    ``source``; another backend -> ``sink`` mirroring that backend; no such service ->
    an error the operator must fix (logged, role unchanged).
 2. The router unreachable -> the last role stays; ``router_ok`` turns false, and the
-   status says since when. Before the first answer the role is ``unknown``: the agent
-   neither serves nor mirrors (it cannot know which side is right).
+   status says since when. Before the first answer the role is ``unknown``; an agent
+   that starts while the router is unreachable takes the role its roots remember from
+   its last run (highest epoch), else stays ``unknown`` and neither serves nor mirrors.
 3. A change of role is reported once, as a ``RoleChange`` with the epoch; a node that
    was ``source`` and becomes ``sink`` is a role reversal (its first reconcile
    quarantines its own newer files).

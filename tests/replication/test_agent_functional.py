@@ -275,6 +275,29 @@ async def test_router_unreachable_keeps_role_and_says_so(tmp_path: Path, roots: 
             await pair.close()
 
 
+async def test_agent_restarted_while_router_unreachable_resumes_its_last_role(
+    tmp_path: Path, roots: tuple[Path, Path]
+) -> None:
+    src, dst = roots
+    async with fake_router() as router:
+        pair = Pair(rep_config(tmp_path))
+        try:
+            await pair.start("a", router.url)
+            b = await pair.start("b", router.url)
+            await wait_for(lambda: b.status()["role"] == "sink", 10, what="b mirrors a")
+            await wait_for(lambda: _in_sync(pair, src, dst), 10, what="first sync")
+            await pair.stop("b")
+            router.up = False
+            b = await pair.start("b", router.url)
+            await wait_for(lambda: not b.status()["router"]["ok"], 10, what="router seen unreachable")
+            await wait_for(lambda: b.status()["role"] == "sink", 10, what="b resumes its last role")
+            (src / "while-router-down.txt").write_text("still replicated\n")
+            await wait_for(lambda: (dst / "while-router-down.txt").exists(), 10, what="new file mirrored")
+            assert (dst / "while-router-down.txt").read_text() == "still replicated\n"
+        finally:
+            await pair.close()
+
+
 async def test_role_reversal_with_sync_point_keeps_only_unreplicated_changes(
     tmp_path: Path, roots: tuple[Path, Path]
 ) -> None:
