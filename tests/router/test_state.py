@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -119,13 +120,52 @@ def test_truncated_real_file_is_refused(tmp_path: Path) -> None:
         StateFile(path).load(services())
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
-def test_unreadable_file_is_an_error(tmp_path: Path) -> None:
-    path = tmp_path / "state.json"
-    path.write_text("{}")
-    path.chmod(0)
-    with pytest.raises(StateFileError, match="cannot read the state file: Permission denied"):
-        StateFile(path).load(services())
+def _load_as(uid: int, gid: int, path: Path) -> str:
+    """Load the state file in a forked child running as ``uid``/``gid``; return what
+    happened (the error text, or "loaded"). Root reads any file whatever its mode, so the
+    test drops to an unprivileged user for the read."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 0
+        try:
+            os.close(r)
+            if os.geteuid() == 0:
+                os.setgroups([])
+                os.setgid(gid)
+                os.setuid(uid)
+            try:
+                StateFile(path).load(services())
+                msg = "loaded"
+            except StateFileError as exc:
+                msg = str(exc)
+            os.write(w, msg.encode())
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        out = f.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, out
+    return out
+
+
+def test_unreadable_file_is_an_error() -> None:
+    folder = Path(tempfile.mkdtemp(prefix="hotspare-state-"))
+    try:
+        folder.chmod(0o755)  # traversable by the unprivileged reader
+        path = folder / "state.json"
+        path.write_text("{}")
+        path.chmod(0)
+        uid, gid = (65534, 65534) if os.geteuid() == 0 else (os.geteuid(), os.getegid())
+        assert "cannot read the state file: Permission denied" in _load_as(uid, gid, path)
+        assert path.read_text() == "{}"  # never a silent reset
+    finally:
+        for p in folder.iterdir():
+            p.unlink()
+        folder.rmdir()
 
 
 def test_a_directory_in_place_of_the_file_is_an_error(tmp_path: Path) -> None:
