@@ -10,10 +10,13 @@ Rules:
    task is named and owned by the agent, and cancelled and awaited at stop.
 3. Root endpoints answer only while this node is the source (409 otherwise), so a spare
    never hands out its replica as the truth.
-4. Actions for the promotion pipeline: ``final-sync`` (returns once the replica holds
-   everything the source held when the call arrived) and ``stop-app`` (runs the
-   configured command). Both carry the epoch; an epoch older than the one this agent
-   has seen is refused (409): a stale pipeline cannot act.
+4. Actions for the promotion pipeline (``final-sync``, ``stop-app``) live in
+   :mod:`replication.actions`, with their epoch rules: the router, not the caller,
+   vouches for a newer epoch.
+5. The agent sends no credential to the router: ``GET /v1/status`` needs none, and the
+   admin token (which can order a failover) is never given to agents.
+6. ``POST /v1/roots/{root}/confirm-deletes`` on a spare is the operator's go-ahead for
+   removals its delete guard holds (sink rule 6).
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ import asyncio
 import hmac
 import json
 import logging
-import os
 import signal
 import threading
 import time
@@ -35,6 +37,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from .actions import Actions
 from .config import ReplicationConfig
 from .metrics import AgentMetrics
 from .role import Role, RoleChange, RoleTracker
@@ -55,7 +58,6 @@ class AgentOptions:
     host: str = "127.0.0.1"
     port: int = 0
     router_url: str | None = None  # None: fixed role (below)
-    router_token: str | None = None
     # node name -> that node's agent URL (the service's backends)
     peers: dict[str, str] = field(default_factory=dict)
     fixed_role: Role | None = None
@@ -64,7 +66,7 @@ class AgentOptions:
     client_ssl: Any = None
 
 
-class Agent:
+class Agent(Actions):
     def __init__(self, config: ReplicationConfig, options: AgentOptions) -> None:
         self.config = config
         self.opts = options
@@ -79,6 +81,7 @@ class Agent:
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._role_lock = asyncio.Lock()
+        self._epoch_lock = asyncio.Lock()
         self.max_epoch = 0
         self.port = 0
 
@@ -102,6 +105,7 @@ class Agent:
         app.router.add_get("/v1/roots/{root}/head", self._root(RootSource.head))
         app.router.add_get("/v1/roots/{root}/file", self._root(RootSource.file))
         app.router.add_post("/v1/roots/{root}/bundle", self._root(RootSource.bundle))
+        app.router.add_post("/v1/roots/{root}/confirm-deletes", self._confirm_deletes)
         app.router.add_post("/v1/actions/final-sync", self._final_sync)
         app.router.add_post("/v1/actions/stop-app", self._stop_app)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
@@ -138,16 +142,24 @@ class Agent:
 
     # -- role ---------------------------------------------------------------------------
 
+    def _status_url(self) -> str:
+        assert self.opts.router_url is not None
+        return f"{self.opts.router_url.rstrip('/')}/v1/status"
+
+    async def _router_status(self) -> Any:
+        """The router's ``/v1/status`` body (rule 5: sent without any credential)."""
+        assert self._session is not None
+        async with self._session.get(self._status_url(), timeout=aiohttp.ClientTimeout(total=5)) as r:
+            body = await r.json(content_type=None) if r.status == 200 else None
+            if body is None:
+                raise aiohttp.ClientError(f"router answered {r.status}")
+        return body
+
     async def _role_loop(self) -> None:
-        assert self._session is not None and self.opts.router_url is not None
-        url = f"{self.opts.router_url.rstrip('/')}/v1/status"
-        headers = {"Authorization": f"Bearer {self.opts.router_token}"} if self.opts.router_token else {}
+        url = self._status_url()
         while True:
             try:
-                async with self._session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=5)) as r:
-                    body = await r.json(content_type=None) if r.status == 200 else None
-                    if body is None:
-                        raise aiohttp.ClientError(f"router answered {r.status}")
+                body = await self._router_status()
                 change = self.tracker.observe(body, time.time())
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 was_ok = self.tracker.router_ok or self.tracker.unreachable_since is None
@@ -228,7 +240,8 @@ class Agent:
         for r in c.roots:
             root = r.path_for(self.node)
             src = RootSource(r.name, root, marker=c.marker_file, exclude=r.exclude, quiet=c.quiet_period,
-                             rescan_interval=c.rescan_interval, bundle_file_max=c.bundle_file_max)
+                             rescan_interval=c.rescan_interval, bundle_file_max=c.bundle_file_max,
+                             allow_hard_links=c.allow_hard_links)
             src.ensure_marker(self.opts.init_roots)
             if root.is_dir():
                 st = SyncState(root)
@@ -291,6 +304,23 @@ class Agent:
 
         return handler
 
+    async def _confirm_deletes(self, request: web.Request) -> web.Response:
+        """The operator's go-ahead for removals the delete guard holds on this replica."""
+        name = request.match_info["root"]
+        sink = self.sinks.get(name)
+        if sink is None:
+            known = any(r.name == name for r in self.config.roots)
+            return web.json_response(
+                {"ok": False, "error": f"node {self.node} is not mirroring root {name} (role "
+                                       f"{self.tracker.role.kind}); confirm on the spare's agent" if known
+                 else f"no root named {name!r}"}, status=409 if known else 404)
+        try:
+            held = sink.confirm_deletes()
+        except ValueError as exc:
+            return web.json_response({"ok": False, "error": f"root {name}: {exc}"}, status=409)
+        return web.json_response({"ok": True, "root": name, "held": held,
+                                  "note": "a reconcile now applies the removals the source asks for"})
+
     async def _metrics(self, request: web.Request) -> web.Response:
         for name, sink in self.sinks.items():
             self.metrics.lag.labels(name).set(sink.fresh.lag(time.time()))
@@ -309,107 +339,6 @@ class Agent:
 
     async def _status(self, request: web.Request) -> web.Response:
         return web.json_response(self.status())
-
-    async def _action_body(self, request: web.Request) -> dict[str, Any] | web.Response:
-        try:
-            body = await request.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict) or not isinstance(body.get("epoch"), int):
-            return web.json_response(
-                {"ok": False, "error": 'expected JSON {"service": S, "epoch": N, "node": B}'}, status=400)
-        if body["epoch"] < self.max_epoch:
-            return web.json_response(
-                {"ok": False, "error": f"stale epoch {body['epoch']}; this agent has seen epoch {self.max_epoch}"},
-                status=409)
-        self.max_epoch = body["epoch"]
-        return body
-
-    async def _final_sync(self, request: web.Request) -> web.Response:
-        body = await self._action_body(request)
-        if isinstance(body, web.Response):
-            return body
-        timeout = float(body.get("timeout", 300))
-        if self.sources and not body.get("forwarded"):
-            return await self._forward_final_sync(body)
-        if not self.sinks:
-            return web.json_response(
-                {"ok": False, "error": f"node {self.node} is neither serving nor mirroring (role "
-                                       f"{self.tracker.role.kind})"}, status=409)
-        started = time.monotonic()
-        results: dict[str, Any] = {}
-        for name, sink in self.sinks.items():
-            try:
-                run_id, head = await sink.source_head()
-            except Exception as exc:
-                return web.json_response({"ok": False, "error": f"root {name}: {exc}"}, status=502)
-            if run_id != sink.run_id:
-                sink.request_reconcile()
-            left = max(0.0, timeout - (time.monotonic() - started))
-            ok = await _wait(lambda s=sink, r=run_id, h=head: s.run_id == r and s._caught_up(h), left)  # type: ignore[misc]
-            results[name] = {"seq": head, "in_sync": ok, **({"error": sink.fresh.refused or sink.fresh.error} if not ok else {})}
-            if not ok:
-                return web.json_response({"ok": False, "node": self.node, "roots": results,
-                                          "error": f"root {name} not in sync after {timeout:.0f}s"}, status=504)
-        return web.json_response({"ok": True, "node": self.node, "roots": results,
-                                  "seconds": round(time.monotonic() - started, 3)})
-
-    async def _forward_final_sync(self, body: dict[str, Any]) -> web.Response:
-        assert self._session is not None
-        out: dict[str, Any] = {}
-        ok = True
-        for node, url in self.opts.peers.items():
-            if node == self.node:
-                continue
-            try:
-                async with self._session.post(f"{url}/v1/actions/final-sync", json={**body, "forwarded": True},
-                                              headers={"Authorization": f"Bearer {self.token}"}) as r:
-                    out[node] = await r.json(content_type=None)
-                    ok = ok and r.status == 200
-            except aiohttp.ClientError as exc:
-                out[node] = {"ok": False, "error": str(exc)}
-                ok = False
-        return web.json_response({"ok": ok, "node": self.node, "spares": out}, status=200 if ok else 504)
-
-    async def _stop_app(self, request: web.Request) -> web.Response:
-        body = await self._action_body(request)
-        if isinstance(body, web.Response):
-            return body
-        argv = self.config.stop_command(self.node)
-        if not argv:
-            return web.json_response(
-                {"ok": False, "error": f"replication.app_stop is not configured for node {self.node}"}, status=409)
-        env = {**os.environ, "HOTSPARE_EPOCH": str(body["epoch"]), "HOTSPARE_NODE": self.node,
-               "HOTSPARE_SERVICE": str(body.get("service", ""))}
-        started = time.monotonic()
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-        except OSError as exc:
-            return web.json_response({"ok": False, "error": f"cannot run {argv[0]!r}: {exc.strerror}"}, status=500)
-        try:
-            out, _ = await asyncio.wait_for(proc.communicate(), self.config.app_stop_timeout)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            return web.json_response(
-                {"ok": False, "error": f"app_stop did not finish in {self.config.app_stop_timeout:.0f}s; killed"},
-                status=504)
-        tail = out.decode(errors="replace")[-2000:]
-        ok = proc.returncode == 0
-        return web.json_response(
-            {"ok": ok, "node": self.node, "exit_code": proc.returncode, "output": tail,
-             "seconds": round(time.monotonic() - started, 3)}, status=200 if ok else 500)
-
-
-async def _wait(cond: Callable[[], bool], limit: float) -> bool:
-    deadline = time.monotonic() + limit
-    while not cond():
-        if time.monotonic() >= deadline:
-            return False
-        await asyncio.sleep(0.05)  # a condition of the sink's progress, not a test wait
-    return True
-
 
 async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
     for t in tasks:

@@ -78,7 +78,7 @@ def build_options(config: Any, args: argparse.Namespace) -> AgentOptions:
     return AgentOptions(
         node=args.node, host=host, port=port,
         router_url=None if fixed else (rep.router_url or f"http://{config.admin.listen}"),
-        router_token=config.admin.token, peers=peers, fixed_role=fixed, init_roots=args.init,
+        peers=peers, fixed_role=fixed, init_roots=args.init,
         ssl_context=server_ssl, client_ssl=client_ssl,
     )
 

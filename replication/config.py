@@ -85,10 +85,14 @@ class ReplicationConfig(StrictModel):
     # File that must exist at the top of a source root before its manifest is served
     # (an unmounted disk shows an empty folder without it, and deletes nothing).
     marker_file: str = Field(default=".hotspare-root", pattern=r"^[^/\x00]+$")
-    # A reconcile that would delete more than this share of the replica's files is refused.
+    # Removals (one plan, or all of them since the last full reconcile) past this share
+    # of the replica's files are held until an operator confirms them.
     max_delete_share: float = Field(default=0.5, ge=0.0, le=1.0)
     # ... unless it deletes at most this many files (small trees).
     max_delete_free: int = Field(default=10, ge=0)
+    # A source serves a file with several names (st_nlink > 1) only when true: one of
+    # its other names may lie outside the root (docs/replication.md, "Hard links").
+    allow_hard_links: bool = False
     # Deleted and overwritten-for-delete files stay in the trash this long.
     trash_retention: Duration = 7 * 86400.0
 

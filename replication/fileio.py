@@ -15,6 +15,11 @@ Rules:
    Many small files are flushed with one ``syncfs`` instead of one ``fsync`` each.
 4. Removing never destroys: deletes go to ``.hotspare/trash/<day>/``, quarantines to
    ``.hotspare/quarantine/<tag>/``, under the same relative path.
+5. Only regular files are opened for reading, with ``O_NONBLOCK`` so that a FIFO or a
+   device can never block the opener, and the type is checked with ``fstat`` on the
+   open descriptor. A file with more than one name (``st_nlink > 1``) may be a hard
+   link to a file outside the root; a source refuses it unless
+   ``replication.allow_hard_links`` is set.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from .planner import Entry
 __all__ = [
     "entry_of",
     "is_busy",
+    "open_checked",
     "open_in_root",
     "scan",
     "sync_filesystem",
@@ -53,9 +59,14 @@ def entry_of(st: os.stat_result, link: str | None = None) -> Entry:
     return Entry(st.st_size, st.st_mtime_ns, stat.S_IMODE(st.st_mode), link)
 
 
-def scan(root: Path, marker: str, exclude: list[str]) -> dict[str, Entry]:
+def scan(
+    root: Path, marker: str, exclude: list[str], *, hard_links: bool = True,
+    skipped: list[str] | None = None,
+) -> dict[str, Entry]:
     """Every regular file and link under ``root`` (relative path -> Entry), skipping the
-    agent's own files and excluded paths. Folders that are links are not entered."""
+    agent's own files and excluded paths. Folders that are links are not entered.
+    ``hard_links=False`` leaves out files with more than one name (rule 5); their paths
+    go to ``skipped``."""
     out: dict[str, Entry] = {}
     stack: list[tuple[str, str]] = [(os.fsdecode(root), "")]
     while stack:
@@ -75,7 +86,12 @@ def scan(root: Path, marker: str, exclude: list[str]) -> dict[str, Entry]:
                     elif de.is_symlink():
                         out[path] = entry_of(de.stat(follow_symlinks=False), os.readlink(de.path))
                     elif de.is_file(follow_symlinks=False):
-                        out[path] = entry_of(de.stat(follow_symlinks=False))
+                        st = de.stat(follow_symlinks=False)
+                        if not hard_links and st.st_nlink > 1:
+                            if skipped is not None:
+                                skipped.append(path)
+                            continue
+                        out[path] = entry_of(st)
                 except FileNotFoundError:
                     continue
     return out
@@ -90,7 +106,7 @@ def _walk_parent(root: Path, rel: str, create: bool, verified: set[str] | None) 
     try:
         for i, part in enumerate(parts):
             try:
-                nfd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                nfd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
             except FileNotFoundError:
                 if not create:
                     raise
@@ -109,22 +125,43 @@ def _walk_parent(root: Path, rel: str, create: bool, verified: set[str] | None) 
     return fd
 
 
-def open_in_root(root: Path, rel: str) -> int:
-    """Open a regular file inside ``root`` for reading, refusing links anywhere."""
+def open_in_root(root: Path, rel: str, *, hard_links: bool = True) -> int:
+    """Open a regular file inside ``root`` for reading, refusing links anywhere, and
+    anything that is not a regular file (rule 5). Blocking: call it from a thread."""
+    return open_checked(root, rel, hard_links=hard_links)[0]
+
+
+def open_checked(root: Path, rel: str, *, hard_links: bool = True) -> tuple[int, os.stat_result]:
+    """:func:`open_in_root` that also returns the ``fstat`` of the open file."""
     dfd = _walk_parent(root, rel, create=False, verified=None)
     try:
         try:
-            fd = os.open(rel.rsplit("/", 1)[-1], os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dfd)
+            fd = os.open(rel.rsplit("/", 1)[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dfd)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise UnsafePath(rel, "is a link; only regular files are served") from None
             raise
     finally:
         os.close(dfd)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafePath(rel, f"is not a regular file ({_kind(st.st_mode)}); only regular files are served")
+        if not hard_links and st.st_nlink > 1:
+            raise UnsafePath(rel, f"has {st.st_nlink} hard links (another name may lie outside the root); "
+                                  "refused unless replication.allow_hard_links is true")
+    except BaseException:
         os.close(fd)
-        raise UnsafePath(rel, "is not a regular file")
-    return fd
+        raise
+    return fd, st
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return name
+    return "an unknown kind"
 
 
 def is_busy(fd: int) -> bool:
@@ -223,7 +260,9 @@ class ReplicaWriter:
             finally:
                 os.close(dfd)
 
-    def stat(self, rel: str) -> Entry | None:
+    def stat(self, rel: str, *, hard_links: bool = True) -> Entry | None:
+        """The entry of a regular file or link at ``rel``; None for anything else (and,
+        with ``hard_links=False``, for a file with several names)."""
         try:
             dfd = _walk_parent(self.root, rel, create=False, verified=None)
         except (OSError, UnsafePath):
@@ -232,7 +271,7 @@ class ReplicaWriter:
             st = os.stat(rel.rsplit("/", 1)[-1], dir_fd=dfd, follow_symlinks=False)
             if stat.S_ISLNK(st.st_mode):
                 return entry_of(st, os.readlink(rel.rsplit("/", 1)[-1], dir_fd=dfd))
-            if stat.S_ISREG(st.st_mode):
+            if stat.S_ISREG(st.st_mode) and (hard_links or st.st_nlink == 1):
                 return entry_of(st)
             return None
         except OSError:

@@ -38,6 +38,11 @@ class AgentMetrics:
             "hotspare_replication_deletes_refused",
             "Reconciles whose deletes were refused by the mass-delete guard.", ["root"], registry=r,
         )
+        self.guard_tripped = Gauge(
+            "hotspare_replication_delete_guard_tripped",
+            "1 while the mass-delete guard holds removals until an operator confirms them.",
+            ["root"], registry=r,
+        )
         self.quarantined = Counter(
             "hotspare_replication_quarantined_files",
             "Files moved to quarantine (local changes a mirror would have lost).", ["root"], registry=r,

@@ -24,10 +24,12 @@ from urllib.parse import quote_from_bytes, unquote_to_bytes
 
 __all__ = [
     "AGENT_DIR",
+    "PathTooLong",
     "UnsafePath",
     "check_path",
     "decode_wire",
     "encode_wire",
+    "hidden_reason",
     "is_excluded",
     "is_internal",
 ]
@@ -39,13 +41,30 @@ AGENT_DIR = ".hotspare"
 TMP_PREFIX = ".hstmp-"
 
 
+# Linux's own limits (NAME_MAX, PATH_MAX): no longer name can exist on the disk, so a
+# longer one is refused before any system call sees it.
+MAX_NAME_BYTES = 255
+MAX_PATH_BYTES = 4096
+
+
 class UnsafePath(ValueError):
     """A path that must not be read or written. ``str()`` says which and why."""
+
+    status = 400
 
     def __init__(self, path: str, why: str) -> None:
         self.path = path
         self.why = why
-        super().__init__(f"unsafe path {encode_wire_lenient(path)!r}: {why}")
+        shown = encode_wire_lenient(path)
+        if len(shown) > 200:
+            shown = shown[:200] + "..."
+        super().__init__(f"unsafe path {shown!r}: {why}")
+
+
+class PathTooLong(UnsafePath):
+    """A path or name longer than the file system allows (HTTP 414)."""
+
+    status = 414
 
 
 def encode_wire(path: str) -> str:
@@ -73,6 +92,12 @@ def check_path(path: str) -> str:
         raise UnsafePath(path, "empty path")
     if "\0" in path:
         raise UnsafePath(path, "contains a NUL byte")
+    try:
+        raw = os.fsencode(path)
+    except UnicodeError:
+        raise UnsafePath(path, "is not a file-system name (unpaired surrogate)") from None
+    if len(raw) > MAX_PATH_BYTES:
+        raise PathTooLong(path, f"{len(raw)} bytes long; expected at most {MAX_PATH_BYTES}")
     if path.startswith("/") or (len(path) > 1 and path[1] == ":"):
         raise UnsafePath(path, "absolute path; expected a path relative to the root")
     if "\\" in path and os.sep == "\\":  # pragma: no cover - POSIX only project
@@ -81,6 +106,9 @@ def check_path(path: str) -> str:
     for part in parts:
         if part in ("", ".", ".."):
             raise UnsafePath(path, f"has a {part or 'empty'!r} component; expected a plain path")
+        if len(os.fsencode(part)) > MAX_NAME_BYTES:
+            raise PathTooLong(path, f"has a name of {len(os.fsencode(part))} bytes; expected at most "
+                                    f"{MAX_NAME_BYTES}")
     if parts[0] == AGENT_DIR:
         raise UnsafePath(path, f"inside the agent's own folder {AGENT_DIR!r}")
     if parts[-1].startswith(TMP_PREFIX):
@@ -101,3 +129,20 @@ def is_internal(path: str, marker: str) -> bool:
 def is_excluded(path: str, patterns: Iterable[str]) -> bool:
     name = path.rsplit("/", 1)[-1]
     return any(fnmatch.fnmatchcase(path, p) or fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def hidden_reason(path: str, marker: str, patterns: Iterable[str]) -> str | None:
+    """Why ``path`` is never served or recorded, or None. A scan does not enter an
+    excluded folder, so every folder on the way counts, not only the file itself."""
+    if is_internal(path, marker):
+        return "is the agent's own file (marker, .hotspare folder or temp file)"
+    pats = list(patterns)
+    if not pats:
+        return None
+    parts = path.split("/")
+    for i in range(1, len(parts) + 1):
+        prefix = "/".join(parts[:i])
+        if is_excluded(prefix, pats):
+            what = "is" if i == len(parts) else f"lies in folder {prefix!r}, which is"
+            return f"{what} excluded by replication.roots[].exclude"
+    return None

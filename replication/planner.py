@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from .paths import UnsafePath, check_path
 
 __all__ = [
+    "Action",
     "Chmod",
     "Copy",
     "Delete",
@@ -102,11 +103,15 @@ class DeletesRefused:
     would_remove: int
     replica_files: int
     max_share: float
+    # Removals already applied since the last full reconcile (the cumulative guard).
+    already: int = 0
 
     def __str__(self) -> str:
+        since = f" on top of {self.already} removed since the last full reconcile" if self.already else ""
         return (
-            f"refused to remove {self.would_remove} of {self.replica_files} replica files "
-            f"(more than {self.max_share:.0%}); the source root may be unmounted or wrong"
+            f"refused to remove {self.would_remove} of {self.replica_files} replica files{since} "
+            f"(more than {self.max_share:.0%}); the source root may be unmounted or wrong; "
+            "removals are held until an operator confirms them"
         )
 
 
@@ -136,6 +141,21 @@ class Plan:
 
     def of(self, kind: type[Action]) -> list[Action]:
         return [a for a in self.actions if isinstance(a, kind)]
+
+    def removals(self) -> int:
+        """Files this plan takes away from their place: deletes, and quarantines of
+        files the source lacks (a quarantine followed by a copy only sets one aside)."""
+        copied = {a.path for a in self.actions if isinstance(a, Copy)}
+        return sum(1 for a in self.actions
+                   if isinstance(a, Delete) or (isinstance(a, Quarantine) and a.path not in copied))
+
+    def without_removals(self, refused: DeletesRefused) -> Plan:
+        """This plan with its removals held back (copies and the rest still happen)."""
+        copied = {a.path for a in self.actions if isinstance(a, Copy)}
+        kept = tuple(a for a in self.actions
+                     if not isinstance(a, Delete) and not (isinstance(a, Quarantine) and a.path not in copied))
+        quarantined = sum(1 for a in kept if isinstance(a, Quarantine))
+        return Plan(kept, refused, {**self.counts, "delete": 0, "quarantine": quarantined})
 
 
 def link_leaves_root(path: str, target: str) -> bool:

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -34,6 +35,34 @@ H_MODE = "X-Hotspare-Mode"
 
 class ProtocolError(Exception):
     """The peer answered something this agent cannot use; the message says what."""
+
+
+class RangeError(ValueError):
+    """A ``Range`` header the source does not serve (HTTP 416); says what was wrong."""
+
+
+# Only what a resuming sink sends: one open-ended range. ASCII digits only (``str.isdigit``
+# accepts superscripts that ``int`` refuses); 20 digits is more than any file size.
+_RANGE = re.compile(r"bytes=([0-9]{1,20})-([0-9]{0,20})")
+
+
+def parse_range(value: str | None) -> int:
+    """The start offset of ``Range: bytes=N-`` (0 without the header)."""
+    if not value:
+        return 0
+    shown = f"{value[:80]!r}" + ("..." if len(value) > 80 else "")
+    text = value.strip()
+    if "," in text:
+        raise RangeError(f"Range: expected one range 'bytes=N-', got several: {shown}")
+    m = _RANGE.fullmatch(text)
+    if m is None:
+        raise RangeError(f"Range: expected 'bytes=N-' (N a byte offset), got {shown}")
+    start = int(m[1])
+    if m[2]:
+        if int(m[2]) < start:
+            raise RangeError(f"Range: start {start} is after end {int(m[2])} in {shown}")
+        raise RangeError(f"Range: only an open-ended 'bytes=N-' is served, got {shown}")
+    return start
 
 
 def entry_json(path: str, entry: Entry | None) -> dict[str, Any]:

@@ -13,6 +13,8 @@ Rules:
 3. A change of role is reported once, as a ``RoleChange`` with the epoch; a node that
    was ``source`` and becomes ``sink`` is a role reversal (its first reconcile
    quarantines its own newer files).
+4. The router is the only authority on the epoch: an epoch a caller sends is believed
+   only up to what the router's status shows (:func:`router_epoch`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["Role", "RoleChange", "RoleTracker"]
+__all__ = ["Role", "RoleChange", "RoleTracker", "router_epoch"]
 
 RoleKind = Literal["unknown", "source", "sink"]
 
@@ -91,3 +93,17 @@ class RoleTracker:
             return change
         self.router_failed(f"no service in the router's status has a backend named {self.node!r}", now)
         return None
+
+
+def router_epoch(status: Any, node: str) -> int | None:
+    """The epoch the router's status shows for the service with a backend named
+    ``node``; None if the status has no such service (or no readable epoch)."""
+    services = status.get("services") if isinstance(status, dict) else None
+    for svc in services if isinstance(services, list) else []:
+        if not isinstance(svc, dict):
+            continue
+        names = [b.get("name") for b in svc.get("backends") or [] if isinstance(b, dict)]
+        if node in names:
+            epoch = svc.get("epoch")
+            return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
+    return None

@@ -14,6 +14,12 @@ Rules:
    feed brings it again when it is closed.
 5. The feed is followed from the manifest's sequence number; a ``reset`` (the source
    restarted, or we fell too far behind) means a fresh reconcile.
+6. Every plan, from the feed or a reconcile, passes the cumulative delete guard
+   (:mod:`replication.deleteguard`) before it runs; a tripped guard holds removals,
+   raises the alarm (metric, status, log) and survives a restart of the agent, until
+   :meth:`RootSink.confirm_deletes`.
+7. A path the sink's own config hides (marker, agent folder, ``exclude``) is never
+   acted on, whatever the source sends.
 """
 
 from __future__ import annotations
@@ -31,12 +37,14 @@ from typing import Any
 import aiohttp
 
 from . import fileio
+from .deleteguard import DeleteGuard
 from .metrics import AgentMetrics
-from .paths import TMP_PREFIX, UnsafePath, encode_wire
+from .paths import TMP_PREFIX, UnsafePath, encode_wire, hidden_reason
 from .planner import (
     Chmod,
     Copy,
     Delete,
+    DeletesRefused,
     Entry,
     Move,
     Plan,
@@ -121,6 +129,12 @@ class RootSink(Transfers):
         self._sem = asyncio.Semaphore(settings.transfers)
         self._reconcile_now = asyncio.Event()
         self.on_plan: Callable[[Plan], None] | None = None
+        self.guard = DeleteGuard(settings.max_delete_share, settings.max_delete_free)
+        self._held: str | None = None  # the refusal that tripped the guard
+        if self.state.get("deletes_held") == "1":
+            self.guard.trip(0)
+            self._held = "removals held before the agent restarted; confirm them to apply"
+            self.fresh.refused = self._held
 
     def close(self) -> None:
         self.state.close()
@@ -161,8 +175,9 @@ class RootSink(Transfers):
             if left <= 0 or self._reconcile_now.is_set():
                 return
             params = {"since": str(self.seq), "run": self.run_id, "wait": f"{min(left, self.settings.feed_wait):.1f}"}
-            async with self.session.get(f"{self.url}/changes", params=params, headers=self.headers) as resp:
-                body = await self._json(resp)
+            body = await self._poll_feed(params)
+            if body is None:
+                return  # a reconcile was asked for (final-sync, an operator's confirmation)
             if body.get("reset"):
                 log.info("root %s: source feed reset (source restarted?); reconciling", self.name)
                 return
@@ -184,6 +199,8 @@ class RootSink(Transfers):
             except UnsafePath as exc:
                 log.error("root %s: source sent an unsafe path, ignored: %s", self.name, exc)
                 continue
+            if self._hidden(path):
+                continue
             want[path] = entry
             at = float(c.get("at") or time.time())
             oldest = at if oldest is None else min(oldest, at)
@@ -197,18 +214,46 @@ class RootSink(Transfers):
         synced = await asyncio.to_thread(self.state.synced)
         source = {p: e for p, e in want.items() if e is not None}
         total = len(synced) if synced is not None else len(replica)
-        p = plan(source, replica, synced, self._policy(), scope=want.keys(), replica_total=total)
+        p = self._guard(plan(source, replica, synced, self._policy(), scope=want.keys(), replica_total=total), total)
         failures = await self.execute(p)
         self.fresh.pending = failures
+        self.fresh.refused = self._refusal(p)
         if failures == 0:
             self.fresh.oldest_pending_at = None
-            self.fresh.in_sync = p.refused is None
+            self.fresh.in_sync = self.fresh.refused is None
         self.fresh.last_applied_at = time.time()
 
+    async def _poll_feed(self, params: dict[str, str]) -> dict[str, Any] | None:
+        """One long poll of the feed, cut short (None) by :meth:`request_reconcile`."""
+
+        async def poll() -> dict[str, Any]:
+            async with self.session.get(f"{self.url}/changes", params=params, headers=self.headers) as resp:
+                return await self._json(resp)
+
+        feed = asyncio.ensure_future(poll())
+        wake = asyncio.ensure_future(self._reconcile_now.wait())
+        try:
+            await asyncio.wait({feed, wake}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            wake.cancel()
+            if not feed.done():
+                feed.cancel()
+                try:
+                    await feed
+                except asyncio.CancelledError:
+                    me = asyncio.current_task()
+                    if me is not None and me.cancelling():
+                        raise  # we are cancelled ourselves, not just the poll
+        return feed.result() if not feed.cancelled() else None
+
+    def _hidden(self, path: str) -> bool:
+        return hidden_reason(path, self.settings.marker, self.settings.exclude) is not None
+
     def _policy(self) -> Policy:
+        confirmed = self.guard.confirmed  # the operator lifted the per-plan limit too
         return Policy(
-            max_delete_share=self.settings.max_delete_share,
-            max_delete_free=self.settings.max_delete_free,
+            max_delete_share=1.0 if confirmed else self.settings.max_delete_share,
+            max_delete_free=1 << 62 if confirmed else self.settings.max_delete_free,
             former_active=self.former_active,
             quarantine_tag=f"epoch-{self.epoch}",
         )
@@ -222,7 +267,7 @@ class RootSink(Transfers):
         run_id, seq, source = await self.fetch_manifest()
         replica = await asyncio.to_thread(fileio.scan, self.root, self.settings.marker, list(self.settings.exclude))
         synced = await asyncio.to_thread(self.state.synced)
-        p = plan(source, replica, synced, self._policy())
+        p = self._guard(plan(source, replica, synced, self._policy()), len(replica))
         if self.on_plan is not None:
             self.on_plan(p)
         keep = {temp_tag(c.path, c.entry) for c in p.copies if c.entry.size > self.settings.bundle_file_max}
@@ -241,8 +286,8 @@ class RootSink(Transfers):
         self.fresh.source_seq = max(self.fresh.source_seq, seq)
         self.fresh.applied_seq = seq
         self.fresh.pending = failures
-        self.fresh.refused = str(p.refused) if p.refused else None
-        self.fresh.in_sync = failures == 0 and p.refused is None
+        self.fresh.refused = self._refusal(p)
+        self.fresh.in_sync = failures == 0 and self.fresh.refused is None
         if failures == 0:
             self.fresh.oldest_pending_at = None
         self.fresh.last_reconcile_at = now
@@ -252,6 +297,7 @@ class RootSink(Transfers):
             replica_now = await asyncio.to_thread(
                 fileio.scan, self.root, self.settings.marker, list(self.settings.exclude))
             await asyncio.to_thread(self._reset_synced, source, replica_now)
+            self.guard.reconciled(len(replica_now), clean=True)
             self.former_active = False
             marker = self.root / self.settings.marker
             if not marker.exists():
@@ -290,9 +336,50 @@ class RootSink(Transfers):
                 except UnsafePath as exc:
                     log.error("root %s: manifest lists an unsafe path, ignored: %s", self.name, exc)
                     continue
-                if entry is not None:
+                if entry is not None and not self._hidden(path):
                     out[path] = entry
         return run_id, seq, out
+
+    # -- the delete guard (rule 6) ----------------------------------------------------
+
+    def _guard(self, p: Plan, replica_files: int) -> Plan:
+        """``p`` as the guard lets it run: removals held once it has tripped."""
+        was = self.guard.tripped
+        if p.refused is not None:
+            self.guard.trip(p.refused.would_remove)
+        elif not self.guard.admit(n := p.removals(), replica_files):
+            base = self.guard.baseline if self.guard.baseline is not None else replica_files
+            p = p.without_removals(DeletesRefused(n, base, self.settings.max_delete_share, self.guard.removed))
+        if p.refused is not None:
+            self._held = self._held or str(p.refused)
+            if not was:
+                g = self.guard
+                log.error("root %s: DELETE GUARD TRIPPED: %s (%d removed in this window, limit %.0f%% of %s "
+                          "files or %d files); copies go on; to apply the removals: "
+                          "POST /v1/roots/%s/confirm-deletes", self.name, p.refused, g.removed,
+                          g.max_share * 100, g.baseline if g.baseline is not None else replica_files,
+                          g.max_free, self.name)
+                self.state.put("deletes_held", "1")
+        else:
+            self.guard.applied(p.removals())
+        return p
+
+    def _refusal(self, p: Plan) -> str | None:
+        if p.refused is not None:
+            return str(p.refused)
+        return self._held if self.guard.tripped else None
+
+    def confirm_deletes(self) -> int:
+        """The operator's go-ahead (rule 6): the held removals are applied by a reconcile
+        started now. Returns how many removals were held; ValueError if none."""
+        held = self.guard.confirm()
+        self.state.put("deletes_held", "0")
+        log.warning("root %s: operator confirmed %d held removal(s); reconciling to apply them", self.name, held)
+        self._held = None
+        self.fresh.refused = None
+        self._publish()
+        self.request_reconcile()
+        return held
 
     # -- running a plan ---------------------------------------------------------------
 
@@ -385,6 +472,7 @@ class RootSink(Transfers):
             self.metrics.lag.labels(self.name).set(self.fresh.lag(time.time()))
             self.metrics.pending.labels(self.name).set(self.fresh.pending)
             self.metrics.in_sync.labels(self.name).set(1 if self.fresh.in_sync else 0)
+            self.metrics.guard_tripped.labels(self.name).set(1 if self.guard.tripped else 0)
 
     def _caught_up(self, head: int) -> bool:
         return self.seq >= head and self.fresh.pending == 0 and self.fresh.refused is None
@@ -412,10 +500,13 @@ class RootSink(Transfers):
 
     def status(self) -> dict[str, object]:
         f = self.fresh
+        g = self.guard.state()
         return {
             "name": self.name, "role": "sink", "path": str(self.root), "source": self.url,
             "in_sync": f.in_sync, "pending": f.pending, "lag_seconds": round(f.lag(time.time()), 3),
             "last_applied_at": f.last_applied_at, "last_reconcile_at": f.last_reconcile_at,
             "source_seq": f.source_seq, "applied_seq": f.applied_seq, "deletes_refused": f.refused,
             "error": f.error, "quarantined": f.quarantined,
+            "delete_guard": {"tripped": g.tripped, "confirmed": g.confirmed, "held": g.held,
+                             "removed_since_reconcile": g.removed, "baseline_files": g.baseline},
         }

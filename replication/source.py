@@ -10,17 +10,18 @@ Rules:
    still open for writing -> wait again; closed -> recorded in the change log. A periodic
    rescan records what the watcher missed, and a new root folder (same path, new inode)
    restarts the watcher.
-3. File contents are read and hashed in worker threads; the size and mtime are checked
-   after reading, and a file that changed meanwhile is answered as changed, never torn.
+3. File contents are served by :class:`replication.serving.FileServer` (its rules).
+4. Every endpoint hides the same paths: the marker, the agent's folder, temp files,
+   excluded paths (and folders), and files with several names unless
+   ``allow_hard_links``. Every bad input is a 4xx naming what was wrong.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import json
 import logging
+import math
 import os
 import time
 import uuid
@@ -31,17 +32,10 @@ from aiohttp import web
 
 from . import fileio
 from .changes import ChangeLog, Debouncer
-from .paths import UnsafePath, decode_wire, is_excluded, is_internal
+from .paths import hidden_reason
 from .planner import Entry
-from .protocol import (
-    H_MODE,
-    H_MTIME,
-    H_SIZE,
-    TRAILER_CHANGED,
-    TRAILER_LEN,
-    TRAILER_OK,
-    entry_json,
-)
+from .protocol import entry_json
+from .serving import FileServer
 
 log = logging.getLogger("hotspare.replication.source")
 
@@ -52,10 +46,10 @@ class RootUnavailable(Exception):
     pass
 
 
-class RootSource:
+class RootSource(FileServer):
     def __init__(
         self, name: str, root: Path, *, marker: str, exclude: list[str], quiet: float,
-        rescan_interval: float, bundle_file_max: int,
+        rescan_interval: float, bundle_file_max: int, allow_hard_links: bool = False,
     ) -> None:
         self.name = name
         self.root = root
@@ -63,6 +57,8 @@ class RootSource:
         self.exclude = exclude
         self.rescan_interval = rescan_interval
         self.bundle_file_max = bundle_file_max
+        self.hard_links = allow_hard_links
+        self._warned_links: set[str] = set()
         self.log = ChangeLog(uuid.uuid4().hex)
         self.debouncer = Debouncer(quiet)
         self._changed = asyncio.Event()
@@ -115,7 +111,10 @@ class RootSource:
     async def rescan(self) -> int:
         if not self.check_marker():
             return 0
-        scan = await asyncio.to_thread(fileio.scan, self.root, self.marker, self.exclude)
+        linked: list[str] = []
+        scan = await asyncio.to_thread(
+            lambda: fileio.scan(self.root, self.marker, self.exclude, hard_links=self.hard_links, skipped=linked))
+        self._warn_hard_links(linked)
         # Files that differ from what we know but are still being written wait.
         candidates = [p for p, e in scan.items() if self.log.known.get(p) != e and e.link is None]
         busy = await asyncio.to_thread(lambda: [p for p in candidates if fileio.path_is_busy(self.root, p)])
@@ -135,7 +134,7 @@ class RootSource:
             out: list[tuple[str, Entry | None, bool]] = []
             writer = fileio.ReplicaWriter(self.root)
             for p in paths:
-                e = writer.stat(p)
+                e = writer.stat(p, hard_links=self.hard_links)
                 busy = e is not None and e.link is None and fileio.path_is_busy(self.root, p)
                 out.append((p, e, busy))
             return out
@@ -204,7 +203,7 @@ class RootSource:
                 continue
             if rel == self.marker:
                 rescan = True
-            elif is_internal(rel, self.marker) or is_excluded(rel, self.exclude):
+            elif hidden_reason(rel, self.marker, self.exclude) is not None:
                 continue
             elif os.path.isdir(full) and not os.path.islink(full):
                 rescan = True
@@ -275,9 +274,14 @@ class RootSource:
     async def changes(self, request: web.Request) -> web.Response:
         try:
             since = int(request.query.get("since", "0"))
-            wait = min(max(float(request.query.get("wait", "0")), 0.0), 60.0)
+            wait = float(request.query.get("wait", "0"))
+            if not math.isfinite(wait):
+                raise ValueError
+            wait = min(max(wait, 0.0), 60.0)
         except ValueError:
-            return web.json_response({"error": "since: expected an integer; wait: seconds"}, status=400)
+            return web.json_response(
+                {"error": f"since: expected an integer, got {request.query.get('since', '0')!r:.40}; "
+                          f"wait: expected seconds, got {request.query.get('wait', '0')!r:.40}"}, status=400)
         run_id = request.query.get("run", "")
         deadline = time.monotonic() + wait
         while True:
@@ -303,122 +307,6 @@ class RootSource:
             except TimeoutError:
                 pass
 
-    async def file(self, request: web.Request) -> web.StreamResponse:
-        try:
-            rel = decode_wire(request.query.get("path", ""))
-        except UnsafePath as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-        start = 0
-        rng = request.headers.get("Range")
-        if rng:
-            if not rng.startswith("bytes=") or not rng[6:].rstrip("-").isdigit() or not rng.endswith("-"):
-                return web.json_response({"error": f"Range: expected 'bytes=N-', got {rng!r}"}, status=416)
-            start = int(rng[6:-1])
-        try:
-            fd = fileio.open_in_root(self.root, rel)
-        except UnsafePath as exc:
-            return web.json_response({"error": str(exc)}, status=403)
-        except FileNotFoundError:
-            return web.json_response({"error": f"{request.query['path']}: no such file"}, status=404)
-        try:
-            if fileio.is_busy(fd):
-                return web.json_response({"error": "file is open for writing; try after it is closed"}, status=409)
-            st = os.fstat(fd)
-            if start > st.st_size:
-                return web.json_response({"error": f"Range start {start} beyond size {st.st_size}"}, status=416)
-            digest = hashlib.sha256()
-            if start:
-                await asyncio.to_thread(_hash_prefix, fd, start, digest)
-            length = st.st_size - start
-            resp = web.StreamResponse(status=206 if start else 200)
-            resp.headers[H_SIZE] = str(st.st_size)
-            resp.headers[H_MTIME] = str(st.st_mtime_ns)
-            resp.headers[H_MODE] = str(st.st_mode & 0o7777)
-            resp.content_length = length + TRAILER_LEN
-            resp.content_type = "application/octet-stream"
-            await resp.prepare(request)
-            os.lseek(fd, start, os.SEEK_SET)
-            left = length
-            # Read (and hash) the next chunk in a thread while this one is sent.
-            nxt: asyncio.Task[bytes] | None = None
-            try:
-                nxt = _read_task(fd, min(left, 4 << 20), digest)
-                while left > 0 and nxt is not None:
-                    data = await nxt
-                    nxt = None
-                    if not data:
-                        break
-                    left -= len(data)
-                    if left > 0:
-                        nxt = _read_task(fd, min(left, 4 << 20), digest)
-                    await resp.write(data)
-            finally:
-                if nxt is not None:  # the thread still uses fd: let it finish first
-                    with contextlib.suppress(Exception):
-                        await asyncio.shield(nxt)
-            if left:  # truncated while reading: pad so framing holds, mark it changed
-                await resp.write(b"\0" * left)
-            after = os.fstat(fd)
-            same = left == 0 and after.st_size == st.st_size and after.st_mtime_ns == st.st_mtime_ns
-            await resp.write(TRAILER_OK + digest.digest() if same else TRAILER_CHANGED + b"\0" * 32)
-            await resp.write_eof()
-            return resp
-        finally:
-            os.close(fd)
-
-    async def bundle(self, request: web.Request) -> web.StreamResponse:
-        try:
-            body = await request.json()
-            wire_paths = body["paths"]
-            if not isinstance(wire_paths, list) or len(wire_paths) > 10000:
-                raise ValueError
-        except (ValueError, KeyError, TypeError):
-            return web.json_response({"error": 'expected JSON {"paths": [up to 10000 paths]}'}, status=400)
-        resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
-        await resp.prepare(request)
-        for i in range(0, len(wire_paths), 64):
-            group = wire_paths[i : i + 64]
-            parts = await asyncio.to_thread(self._read_group, group)
-            await resp.write(b"".join(parts))
-        await resp.write_eof()
-        return resp
-
-    def _read_group(self, wire_paths: list[object]) -> list[bytes]:
-        out: list[bytes] = []
-        for wp in wire_paths:
-            head: dict[str, object] = {"p": wp}
-            data = b""
-            try:
-                rel = decode_wire(str(wp))
-                fd = fileio.open_in_root(self.root, rel)
-            except UnsafePath as exc:
-                head["st"] = "unsafe"
-                head["why"] = exc.why
-            except OSError:
-                head["st"] = "missing"
-            else:
-                try:
-                    st = os.fstat(fd)
-                    if st.st_size > max(self.bundle_file_max, 1 << 20) * 4:
-                        head["st"] = "large"
-                    elif fileio.is_busy(fd):
-                        head["st"] = "busy"
-                    else:
-                        data = _read_all(fd, st.st_size)
-                        after = os.fstat(fd)
-                        if len(data) != after.st_size or after.st_mtime_ns != st.st_mtime_ns:
-                            head["st"] = "busy"
-                            data = b""
-                        else:
-                            head.update(st="ok", s=len(data), m=st.st_mtime_ns, o=st.st_mode & 0o7777)
-                finally:
-                    os.close(fd)
-            out.append(json.dumps(head).encode() + b"\n")
-            if head["st"] == "ok":
-                out.append(data)
-                out.append(hashlib.sha256(data).digest())
-        return out
-
     def status(self) -> dict[str, object]:
         return {
             "name": self.name, "role": "source", "path": str(self.root), "available": self.available,
@@ -431,30 +319,3 @@ def _first_error(exc: BaseException) -> str:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     return f"{type(exc).__name__}: {exc}"
-
-
-def _hash_prefix(fd: int, length: int, digest: hashlib._Hash) -> None:
-    for chunk in fileio.iter_chunks(fd, 0, length):
-        digest.update(chunk)
-
-
-def _read_task(fd: int, n: int, digest: hashlib._Hash) -> asyncio.Task[bytes]:
-    return asyncio.create_task(asyncio.to_thread(_read_hash, fd, n, digest), name="source-read-ahead")
-
-
-def _read_hash(fd: int, n: int, digest: hashlib._Hash) -> bytes:
-    data = os.read(fd, n)
-    digest.update(data)
-    return data
-
-
-def _read_all(fd: int, size: int) -> bytes:
-    parts = []
-    left = size + 1  # read one past the size to see growth
-    while left > 0:
-        data = os.read(fd, left)
-        if not data:
-            break
-        parts.append(data)
-        left -= len(data)
-    return b"".join(parts)

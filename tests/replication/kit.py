@@ -30,6 +30,8 @@ class FakeRouter:
     epoch: int = 1
     url: str = ""
     up: bool = True
+    # Headers of every status request, so tests can see what agents send.
+    seen_headers: list[dict[str, str]] = field(default_factory=list)
 
     def body(self) -> dict[str, Any]:
         return {"services": [{"name": "app", "active": self.active, "epoch": self.epoch, "state": "active",
@@ -37,6 +39,7 @@ class FakeRouter:
                                            {"name": "b", "url": "http://127.0.0.1:2", "healthy": True}]}]}
 
     async def handle(self, request: web.Request) -> web.Response:
+        self.seen_headers.append(dict(request.headers))
         if not self.up:
             return web.Response(status=503)
         return web.json_response(self.body())
