@@ -15,6 +15,9 @@ Rules:
 5. A dry run executes nothing and writes nothing: :meth:`Pipeline.plan` lines only.
 6. A runner's unexpected exception fails that step (with its type in the detail), it
    never kills the router's failover.
+7. No secret leaves a run: every detail, output tail, audit record, log line and plan
+   line goes through :class:`~.redact.Redactor` (the steps' declared secrets, the agent
+   token, any ``secrets`` the caller adds, and the DSN/NAME=value patterns) first.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from .audit import AuditLog
 from .config import Step
 from .decide import Action, Alarm, Backoff, Finish, Outcome, RunDecider, RunStep, StepPolicy
 from .errors import StepFailed
+from .redact import Redactor, step_secrets
 from .step_exec import exec_argv, run_exec
 from .step_http import agent_request, http_request, run_agent, run_http, run_wait_healthy
 from .step_sql import describe_match, redact_dsn, run_sql, sql_match
@@ -127,8 +131,10 @@ class Pipeline:
         fence_failure: Literal["hold", "proceed"],
         audit: AuditLog | None,
         agent_token: str | None = None,
+        secrets: Sequence[str | None] = (),
     ) -> None:
         self.steps = tuple(steps)
+        self.redactor = Redactor([*step_secrets(self.steps), agent_token, *secrets])
         self.fence_failure = fence_failure
         self.audit = audit
         self.agent_token = agent_token
@@ -189,20 +195,22 @@ class Pipeline:
                     await asyncio.sleep(action.delay)
                     queue.append(action.then)
                 elif isinstance(action, Alarm):
-                    alarms.append(action.text)
-                    log.error("promotion %s of %s: ALARM: %s", run_id, ctx.service, action.text)
-                    await self._audit(alarms, "alarm", run_id, index=action.index, text=action.text)
+                    text = self.redactor.text(action.text)
+                    alarms.append(text)
+                    log.error("promotion %s of %s: ALARM: %s", run_id, ctx.service, text)
+                    await self._audit(alarms, "alarm", run_id, index=action.index, text=text)
                 elif isinstance(action, Finish):
                     duration = loop.time() - t0
+                    reason = self.redactor.text(action.reason)
                     await self._audit(
-                        alarms, "run_end", run_id, outcome=action.outcome, reason=action.reason,
+                        alarms, "run_end", run_id, outcome=action.outcome, reason=reason,
                         next_step=action.next_step, duration=round(duration, 3),
                     )  # fmt: skip
                     log.info("promotion %s of %s: %s (%s) in %.2fs", run_id, ctx.service,
-                             action.outcome, action.reason, duration)  # fmt: skip
+                             action.outcome, reason, duration)  # fmt: skip
                     return PromotionResult(
                         run_id, action.outcome, tuple(alarms), tuple(results),
-                        action.next_step, action.reason, duration,
+                        action.next_step, reason, duration,
                     )  # fmt: skip
                 else:  # pragma: no cover - the decider returns only the types above
                     raise TypeError(f"unknown promotion action {action!r}")
@@ -239,19 +247,23 @@ class Pipeline:
                              detail="run cancelled (router stopping?)", **base)  # fmt: skip
             raise
         except Exception as exc:  # a bug in a runner must not kill the failover
-            log.exception("promotion %s: step %s raised", run_id, step.name)
+            # No traceback: its text would carry the exception's message unredacted.
+            log.error("promotion %s: step %s raised %s", run_id, step.name,
+                      self.redactor.text(f"{type(exc).__name__}: {exc}"))
             status, detail = "failed", f"unexpected error {type(exc).__name__}: {exc}"
+        detail = self.redactor.text(detail)
         result = StepResult(
             action.index, step.name, step.kind, step.is_fence, status, action.attempt,
-            loop.time() - t0, detail, att.output.tail(), att.exit_code, att.http_status,
-            att.sessions_ended,
+            loop.time() - t0, detail, self.redactor.text(att.output.tail()), att.exit_code,
+            att.http_status, att.sessions_ended,
         )  # fmt: skip
         log.info("promotion %s: step %d %s attempt %d: %s in %.2fs%s", run_id, action.index,
                  step.name, action.attempt, status, result.duration, f" ({detail})" if detail else "")  # fmt: skip
         await self._audit(
             alarms, "step_end", run_id, status=status, duration=round(result.duration, 3),
             detail=detail, exit_code=att.exit_code, http_status=att.http_status,
-            sessions_ended=att.sessions_ended, output=att.output.tail(AUDIT_OUTPUT_TAIL), **base,
+            sessions_ended=att.sessions_ended, output=self.redactor.text(att.output.tail(AUDIT_OUTPUT_TAIL)),
+            **base,
         )  # fmt: skip
         return result
 
@@ -259,7 +271,7 @@ class Pipeline:
         if self.audit is None:
             return
         try:
-            await self.audit.write(event, run_id, **fields)
+            await self.audit.write(event, run_id, **self.redactor.value(fields))
         except OSError as exc:
             text = f"audit log {self.audit.path} cannot be written: {exc.strerror or exc}"
             log.error("promotion %s: %s", run_id, text)
@@ -270,7 +282,7 @@ class Pipeline:
         if self.audit is None:
             return
         try:
-            self.audit.append(event, run_id, **fields)
+            self.audit.append(event, run_id, **self.redactor.value(fields))
         except OSError as exc:
             log.error("promotion %s: audit log cannot be written: %s", run_id, exc)
 
@@ -298,7 +310,7 @@ class Pipeline:
             lines.append(
                 f"{i + 1}. {step.name} [{', '.join(tags)}]: {_describe_step(step, values)}"
             )
-        return lines
+        return [self.redactor.text(line) for line in lines]
 
 
 def _describe_step(step: Step, values: dict[str, str]) -> str:

@@ -30,6 +30,7 @@ from typing import Any
 from .attempt import Attempt
 from .config import SqlOptions
 from .errors import StepFailed
+from .redact import Redactor, dsn_password
 from .step_sql import describe_match, sql_match
 
 __all__ = ["find_statement", "kill_statement", "run_mssql", "validate_spid"]
@@ -100,7 +101,8 @@ async def run_mssql(opts: SqlOptions, values: dict[str, str], attempt: Attempt) 
     try:
         conn = await asyncio.to_thread(connect)
     except pyodbc.Error as exc:
-        raise StepFailed(f"cannot connect to SQL Server: {exc}") from None
+        dsn = opts.secret_dsn
+        raise StepFailed(Redactor([dsn, dsn_password(dsn)]).text(f"cannot connect to SQL Server: {exc}")) from None
     attempt.sessions_ended = 0
     ended: set[int] = set()
     try:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import re
 from typing import Any
 
 import asyncpg
@@ -32,6 +31,7 @@ import asyncpg
 from .attempt import Attempt, Runtime
 from .config import SqlOptions, Step
 from .errors import StepFailed
+from .redact import Redactor, dsn_password, redact_dsn
 from .templates import render
 
 __all__ = ["FIND_SESSIONS", "TERMINATE", "redact_dsn", "run_sql", "sql_match"]
@@ -62,13 +62,6 @@ def sql_match(opts: SqlOptions, values: dict[str, str]) -> tuple[str | None, str
             ) from None
     app = render(opts.application_name, values) if opts.application_name is not None else None
     return address, app, list(opts.databases)
-
-
-def redact_dsn(dsn: str) -> str:
-    """``postgresql://u:secret@h/db`` -> ``postgresql://u:***@h/db``; ODBC ``PWD=`` too."""
-    dsn = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", dsn)
-    dsn = re.sub(r"(?i)((?:pwd|password)\s*=\s*)(\{[^}]*\}|[^;]*)", r"\1***", dsn)
-    return re.sub(r"(?i)(password=)[^&]*", r"\1***", dsn)
 
 
 def describe_match(address: str | None, app: str | None, databases: list[str]) -> str:
@@ -132,7 +125,8 @@ async def _connect(dsn: str) -> Any:
     try:
         return await asyncpg.connect(dsn, server_settings={"application_name": "hotspare-promote"})
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        raise StepFailed(f"cannot connect to {redact_dsn(dsn)}: {exc}") from None
+        # The driver's own message may quote the DSN: the password goes from both.
+        raise StepFailed(Redactor([dsn, dsn_password(dsn)]).text(f"cannot connect to {redact_dsn(dsn)}: {exc}")) from None
 
 
 async def _q(conn: Any, query: str, *args: Any) -> list[Any]:

@@ -3,7 +3,9 @@
 Rules:
 
 1. Reads need no token: ``GET /``, ``GET /metrics``, ``GET /v1/status``,
-   ``GET /v1/promotions``. Everything that changes state needs
+   ``GET /v1/promotions`` (but without the token its steps' output, details, alarms and
+   reasons are ``null`` and the run says ``"redacted": true``: they may quote what a
+   program printed). Everything that changes state needs
    ``Authorization: Bearer <admin.token>`` (``hmac.compare_digest``): missing or wrong is
    401 with a JSON error; with no ``admin.token`` configured every such call is refused
    (403, saying to configure it). The token is read at each call, so a reload that
@@ -15,7 +17,15 @@ Rules:
    the machine either takes the event (its actions are performed at once, in order, by
    the controller's one dispatcher) or raises and changes nothing, so a refusal is
    answered 409 before anything moved. A dry run asks a copy of the machine.
-4. ``/v1/status`` and the status page are the same document
+4. No secret in an answer: promotion records go through :class:`promote.redact.Redactor`
+   (the configured steps' secrets, the admin and replication tokens, DSN patterns) even
+   with the token, so records written before redaction existed are covered too.
+5. A state file that cannot be written refuses the operator's move with 503 and the
+   cause (the machine is unchanged, the controller raised the alarm). A reload (``POST
+   /v1/reload`` and SIGHUP alike, :func:`reload_from_source`) re-checks the state file
+   against the new config first; a refusal keeps the running config, logs one line,
+   raises an alarm on every service and answers 400 (config) or 409 (state file).
+6. ``/v1/status`` and the status page are the same document
    (:func:`status_document`), built from snapshots; agents' freshness comes from a
    cache (:mod:`.admin_status`), so a dead agent never slows either.
 """
@@ -33,9 +43,10 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from promote.audit import AuditLog
+from promote.redact import Redactor, step_secrets
 
 from . import metrics
 from .admin_plan import PlanInput, switchover_plan
@@ -55,6 +66,7 @@ from .failover import (
     FailoverError,
     State,
 )
+from .state import ServiceState
 from .statuspage import render_status_page
 
 if TYPE_CHECKING:
@@ -71,6 +83,16 @@ EVENTS_KEY: web.AppKey[EventLog] = web.AppKey("events", EventLog)
 MAINT_KEY: web.AppKey[dict[tuple[str, str], float]] = web.AppKey("maintenance", dict)
 
 AGENT_WAIT = 0.3  # longest a status read waits for fresh agent answers (else: cached)
+
+RELOAD_FAILURES = Counter(
+    "hotspare_reload_failures_total",
+    "Reloads refused (SIGHUP or POST /v1/reload); the running config was kept.",
+    ["cause"],  # config | state_file
+    registry=metrics.REGISTRY,
+)
+# Fields of a promotion record that may quote a program's output or an error message.
+_PRIVATE_RUN_FIELDS = ("alarms", "reason")
+_PRIVATE_STEP_FIELDS = ("output", "detail")
 SETTLE_RECHECK = 1.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -170,11 +192,18 @@ def _backend(svc: ServiceConfig, name: str) -> str:
 
 def _apply(ctl: ServiceController, event: Event) -> None:
     """Give the machine one operator event now: a refusal becomes 409 and changes nothing;
+    a state file that cannot be written becomes 503 and changes nothing (rule 5);
     otherwise the controller's one dispatcher performs the actions."""
+    m = ctl.machine
     try:
         ctl.apply(event)
     except FailoverError as exc:
-        raise ApiError(409, str(exc), state=ctl.machine.state.value) from None
+        raise ApiError(409, str(exc), state=m.state.value) from None
+    except StateFileError as exc:
+        m = ctl.machine
+        raise ApiError(503, f"{exc}; nothing was changed: {ctl.service.name} stays {m.state.value} with "
+                            f"{m.active} active at epoch {m.epoch}",
+                       state=m.state.value, active=m.active, epoch=m.epoch) from None
 
 
 def _trial(ctl: ServiceController, event: Event) -> str | None:
@@ -199,6 +228,10 @@ def _result(
         return 200, {**body, "outcome": "promoted"}
     outcome = {State.FENCE_HOLD: "fence_hold", State.DEGRADED: "degraded"}.get(m.state, "failed")
     reason = new_alarms[-1] if new_alarms else f"the service is {m.state.value} with {m.active} active"
+    # The promotion ran but its result could not be recorded: the router's fault, not the run's.
+    unwritten = next((a for a in new_alarms if a.startswith("state_write_failed:")), None)
+    if unwritten is not None:
+        return 503, {**body, "outcome": outcome, "error": f"{outcome}: {unwritten}"}
     return 500, {**body, "outcome": outcome, "error": f"{outcome}: {reason}"}
 
 
@@ -250,10 +283,40 @@ async def _promotions(request: web.Request) -> web.Response:
         limit = int(request.query.get("limit", "50"))
     except ValueError:
         raise ApiError(400, f"limit: expected an integer, got {request.query['limit']!r}") from None
+    full = _token_given(request)
     audit = AuditLog(router.config.audit_log_path)
     runs = await asyncio.to_thread(audit.history, service)
-    out = [{**dataclasses.asdict(r), "finished": r.finished} for r in runs[-max(0, limit):]] if limit else []
+    redactor = _redactor(router)
+    out = [_run_view(dataclasses.asdict(r), r.finished, redactor, full)
+           for r in runs[-max(0, limit):]] if limit else []
     return web.json_response({"audit_log": str(audit.path), "bad_lines": audit.bad_lines, "runs": out})
+
+
+def _token_given(request: web.Request) -> bool:
+    """A read that may show more with the token: none is fine, a wrong one is 401."""
+    if "Authorization" not in request.headers:
+        return False
+    _authorize(request)
+    return True
+
+
+def _redactor(router: Router) -> Redactor:
+    cfg = router.config
+    steps = [step for sc in cfg.services for step in sc.promote]
+    repl = cfg.replication.token if cfg.replication else None
+    return Redactor([*step_secrets(steps), cfg.admin.token, repl])
+
+
+def _run_view(run: dict[str, Any], finished: bool, redactor: Redactor, full: bool) -> dict[str, Any]:
+    """One run for ``GET /v1/promotions`` (rules 1 and 4)."""
+    run = redactor.value(run)
+    if not full:
+        for key in _PRIVATE_RUN_FIELDS:
+            run[key] = None
+        for step in run["steps"]:
+            for key in _PRIVATE_STEP_FIELDS:
+                step[key] = None
+    return {**run, "finished": finished, "redacted": not full}
 
 
 # -- operator actions ---------------------------------------------------------------------
@@ -353,21 +416,48 @@ async def _ready(request: web.Request) -> web.Response:
 
 
 async def _reload(request: web.Request) -> web.Response:
-    router = request.app[ROUTER_KEY]
+    return web.json_response(await reload_from_source(request.app[ROUTER_KEY], "the admin API"))
+
+
+async def reload_from_source(router: Router, via: str) -> dict[str, Any]:
+    """Reload the router from its file, the same way for SIGHUP and ``POST /v1/reload``
+    (rule 5): the answer's body, or :class:`ApiError` after one log line and an alarm.
+    The running config is kept whole on any refusal; the router never stops for it."""
     path = router.config.source
     if path is None:
         raise ApiError(409, "this router was not started from a file; nothing to reload")
     try:
         new = await asyncio.to_thread(load_config, path)
     except ConfigError as exc:
-        log.error("reload refused, keeping the running config: %s", "; ".join(exc.errors))
+        RELOAD_FAILURES.labels("config").inc()
+        log.error("reload refused (%s), keeping the running config: %s", via, "; ".join(exc.errors))
         raise ApiError(400, f"{path}: reload refused, the running config is kept", errors=exc.errors) from None
     try:
+        await asyncio.to_thread(router.state_file.check, new.services, _running_states(router))
+        _check_targets(router, new.services)
         router.reload(new)
     except StateFileError as exc:
-        raise ApiError(409, f"reload refused: {exc}", errors=[str(exc)]) from None
-    log.warning("configuration reloaded from %s through the admin API", path)
-    return web.json_response({"reloaded": True, "source": str(path), "services": [s.name for s in new.services]})
+        RELOAD_FAILURES.labels("state_file").inc()
+        log.error("reload refused (%s), keeping the running config: %s", via, exc)
+        for ctl in router.controllers.values():
+            ctl.alarms.append(f"reload_refused: {exc}")
+        raise ApiError(409, f"reload refused, the running config is kept: {exc}", errors=[str(exc)]) from None
+    log.warning("configuration reloaded from %s through %s", path, via)
+    return {"reloaded": True, "source": str(path), "services": [s.name for s in new.services]}
+
+
+def _running_states(router: Router) -> dict[str, ServiceState]:
+    return {name: ServiceState(ctl.machine.active, ctl.machine.epoch) for name, ctl in router.controllers.items()}
+
+
+def _check_targets(router: Router, services: list[ServiceConfig]) -> None:
+    """A promotion under way must still find its target in the new config."""
+    for sc in services:
+        ctl = router.controllers.get(sc.name)
+        target = ctl.machine.snapshot().target if ctl is not None else None
+        if target is not None and target not in {b.name for b in sc.backends}:
+            raise StateFileError(f"service {sc.name!r} is promoting {target!r}, which the new config does "
+                                 f"not name; reload after the promotion ends")
 
 
 # -- the app ----------------------------------------------------------------------------------

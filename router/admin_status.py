@@ -13,6 +13,8 @@ Rules:
 3. Recent events are the operator lines the failover controller and the health checker
    already log (state changes, alarms, backends DOWN/UP), kept in a bounded ring by a
    logging handler (:class:`EventLog`), plus what the admin API itself did.
+4. Alarms and events are shown without a token: they pass the DSN/NAME=value redaction
+   patterns of :mod:`promote.redact` first.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from promote.redact import Redactor
+
 from . import metrics
 from .detector import Health
 from .failover import State
@@ -41,6 +45,8 @@ __all__ = ["AgentFreshness", "EventLog", "build_status", "spare_status"]
 # A spare whose files are further behind than this is not called ready.
 SPARE_LAG_READY_SECONDS = 30.0
 EVENT_LOGGERS = ("hotspare.failover", "hotspare.health", "hotspare.admin")
+# Patterns only (DSN passwords, NAME=value secrets): what reaches /v1/status needs no token.
+_SCRUB = Redactor()
 _SERVICE_PREFIX = re.compile(r"^service (?P<service>[^:\s]+):? (?P<message>.*)$", re.S)
 
 
@@ -81,6 +87,7 @@ class EventLog(logging.Handler):
         kind = record.name.rsplit(".", 1)[-1]
         if record.levelno >= logging.ERROR:
             kind = "alarm" if "ALARM" in message else "error"
+        message = _SCRUB.text(message)  # events are shown without a token
         self.events.append({"at": record.created, "kind": kind, "service": service, "message": message})
         if self._loop is not None and self._waiters:
             self._loop.call_soon_threadsafe(self._wake)
@@ -302,7 +309,7 @@ def build_status(
             "target": snap.target if snap else None,
             "cause": snap.cause.value if snap and snap.cause else None,
             "spare": spare,
-            "alarms": list(s.alarms[-10:]),
+            "alarms": [_SCRUB.text(a) for a in s.alarms[-10:]],
             "events": events.for_service(s.name) if events else [],
         })
     names = [s.name for s in stats.services]

@@ -41,6 +41,7 @@ __all__ = [
     "ConfigError",
     "FailoverConfig",
     "HealthConfig",
+    "LimitsConfig",
     "ListenerConfig",
     "LogConfig",
     "ServiceConfig",
@@ -147,6 +148,28 @@ class ListenerConfig(StrictModel):
     @property
     def host_port(self) -> tuple[str, int]:
         return parse_hostport(self.address)
+
+
+class LimitsConfig(StrictModel):
+    """What one client may cost a listener (docs/security.md). Each applies to every
+    listener on its own."""
+
+    # Time to receive a complete request head, from the connection's accept or from the
+    # first byte of a later request on it (slowloris). Partial head: 408, then closed.
+    header_timeout: Duration = Field(default=10.0, gt=0)
+    # How long a kept-alive client connection may idle between requests.
+    keepalive_timeout: Duration = Field(default=75.0, gt=0)
+    # Open client connections per listener; past it a new connection gets 503 and is closed.
+    max_connections: int = Field(default=4096, ge=1)
+    # Open client connections from one client address, per listener (a school behind one
+    # NAT address is many people: keep it generous).
+    max_connections_per_client: int = Field(default=512, ge=1)
+    # Bytes of a request target: 414 past it (Apache's LimitRequestLine).
+    max_request_line: int = Field(default=8190, ge=64, le=1_048_576)
+    # Bytes of one header line, name and value: 431 past it (LimitRequestFieldSize).
+    max_header_size: int = Field(default=8190, ge=64, le=1_048_576)
+    # Header lines in one request head: 431 past it (LimitRequestFields).
+    max_headers: int = Field(default=100, ge=1, le=10_000)
 
 
 class AdminConfig(StrictModel):
@@ -285,8 +308,9 @@ class ServiceConfig(StrictModel):
     health: HealthConfig = Field(default_factory=HealthConfig)
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
     pool: PoolConfig = Field(default_factory=PoolConfig)
-    # Largest request body accepted (413 beyond); null: no limit.
-    max_body_size: ByteSize | None = None
+    # Largest request body accepted (413 beyond; Apache's LimitRequestBody default);
+    # null: no limit. Bodies stream, so the size costs no memory, only time.
+    max_body_size: ByteSize | None = 1024 * 1024 * 1024
     # Send the client's Host to the backend (ProxyPreserveHost On); false: the backend's.
     preserve_host: bool = True
     rewrite: RewriteConfig = Field(default_factory=RewriteConfig)
@@ -324,6 +348,7 @@ class Config(StrictModel):
     # Append-only JSON-lines record of every promotion; default: beside the state file.
     audit_log: ConfigPath | None = None
     log: LogConfig = Field(default_factory=LogConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
     # SIGTERM: how long in-flight requests may take to finish.
     shutdown_grace: Duration = 10.0
     # The name this proxy gives itself in Via headers.

@@ -6,9 +6,18 @@ Rules:
    (health transitions, promotion results, timers, admin calls) goes through
    :meth:`ServiceController.submit`, and one dispatcher (:meth:`_perform`) performs the
    actions, one branch per action type, ending in an error for an unknown one.
-2. Actions are performed in order; if one fails (the state file cannot be written) the
-   rest are not performed and the error stops the controller: traffic never moves to
-   an epoch that is not on disk.
+2. The state file is written FIRST: an event's :class:`PersistState` is performed before
+   any other of its actions (:meth:`ServiceController._take`). If the write fails, the
+   machine is put back exactly as it was before the event (a copy taken before
+   ``handle``), nothing else is performed, an alarm is raised (log, ``alarms``,
+   ``hotspare_state_write_failures_total``, ``hotspare_state_write_alarm``) and the
+   controller goes on: traffic never moves to an epoch that is not on disk, and a full
+   disk never stops the router. What follows depends on the event:
+   an operator's (``apply``) raises :class:`StateFileError` (the admin API answers 503);
+   an automatic one (a backend DOWN, a timer) is tried again every
+   ``STATE_WRITE_RETRY`` seconds while it still holds; a successful promotion whose new
+   active cannot be recorded becomes a failed one (its epoch, persisted at its start,
+   stays burned; the machine's own rules then keep or refuse the old active).
 3. Tasks (the health checker, each promotion run) are named and live in the TaskGroup
    of :meth:`ServiceController.run`; cancelling ``run()`` stops them all.
 4. :class:`FailoverDirector` is the proxy's seam: ``route()`` answers the active and
@@ -19,11 +28,15 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import copy
+import dataclasses
 import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+from prometheus_client import Counter, Gauge
 
 from promote.audit import AuditLog
 from promote.pipeline import Pipeline, PromotionContext
@@ -32,6 +45,7 @@ from . import metrics
 from .config import Config, ServiceConfig
 from .detector import Health, Traffic, Transition
 from .director import BackendView, Director, DirectorSnapshot, NoRoute, Outcome, OutcomeKind, Route
+from .errors import StateFileError
 from .failover import (
     AbortInflight,
     Action,
@@ -68,6 +82,22 @@ from .state import ServiceState, StateFile
 __all__ = ["FailoverDirector", "MustHold", "PromotionOutcome", "ServiceController"]
 
 log = logging.getLogger("hotspare.failover")
+
+# Seconds between tries of an automatic failover whose state-file write failed (rule 2).
+STATE_WRITE_RETRY = 5.0
+
+STATE_WRITE_FAILURES = Counter(
+    "hotspare_state_write_failures_total",
+    "State-file writes that failed (the change they carried was not made).",
+    ["service"],
+    registry=metrics.REGISTRY,
+)
+STATE_WRITE_ALARM = Gauge(
+    "hotspare_state_write_alarm",
+    "1 while the last state-file write of the service failed; 0 once a write succeeds.",
+    ["service"],
+    registry=metrics.REGISTRY,
+)
 
 _TRAFFIC = {
     OutcomeKind.CONNECT_FAILED: Traffic.REFUSED,
@@ -254,11 +284,14 @@ class ServiceController:
         self._run_promotion = run_promotion or self._default_promotion
         self._audit = AuditLog(config.audit_log_path)
         self._agent_token = config.replication.token if config.replication else None
+        # Never in an audit record, log line or API answer (promote.redact).
+        self._secrets = (config.admin.token,)
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._timers: dict[Timer, asyncio.TimerHandle] = {}
         self._tg: asyncio.TaskGroup | None = None
         self.alarms: list[str] = []
         self._last_run: PromotionOutcome | None = None
+        self._retry: asyncio.TimerHandle | None = None
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -269,16 +302,18 @@ class ServiceController:
                 while True:
                     event = await self._events.get()
                     try:
-                        actions = self.machine.handle(event)
+                        self._take(event, operator=False)
                     except FailoverError as exc:
                         # A late event (a promotion ending after an operator resumed the
                         # old active, say): the machine is unchanged; the service goes on.
                         log.error("service %s: dropped %s: %s", self.service.name, type(event).__name__, exc)
-                        continue
-                    self._perform(actions)
+                    except StateFileError:
+                        pass  # rolled back and alarmed by _take; the service goes on
             finally:
                 for handle in self._timers.values():
                     handle.cancel()
+                if self._retry is not None:
+                    self._retry.cancel()
                 self._tg = None
 
     def submit(self, event: Event) -> None:
@@ -291,9 +326,64 @@ class ServiceController:
         down; else performs its actions and returns them. Needs :meth:`run` running."""
         if self._tg is None:
             raise IllegalEvent(f"service {self.service.name}: the failover controller is not running")
-        actions = self.machine.handle(event)
+        return self._take(event, operator=True)
+
+    def _take(self, event: Event, *, operator: bool) -> list[Action]:
+        """Rule 2: the machine takes ``event``; its state write goes first; a failed write
+        puts the machine back and raises :class:`StateFileError` after the alarm."""
+        before = copy.deepcopy(self.machine)
+        actions = self.machine.handle(event)  # FailoverError: the machine is unchanged
+        try:
+            for a in actions:
+                if isinstance(a, PersistState):
+                    self._state_file.save(self.service.name, a.active, a.epoch)
+                    STATE_WRITE_ALARM.labels(self.service.name).set(0)
+        except StateFileError as exc:
+            self.machine = before
+            self._state_write_failed(event, exc, operator)
+            raise
         self._perform(actions)
         return actions
+
+    def _state_write_failed(self, event: Event, exc: StateFileError, operator: bool) -> None:
+        name, m = self.service.name, self.machine
+        STATE_WRITE_FAILURES.labels(name).inc()
+        STATE_WRITE_ALARM.labels(name).set(1)
+        kept = f"{m.state.value} with {m.active} active at epoch {m.epoch}"
+        if isinstance(event, PromotionSucceeded):
+            then = "the promotion is counted as failed"
+        elif operator:
+            then = "the operator's request was not carried out"
+        else:
+            then = f"the automatic move is tried again in {STATE_WRITE_RETRY:g}s"
+        self._alarm("state_write_failed", f"{exc}; {type(event).__name__} not applied, the service stays {kept}; {then}")
+        if isinstance(event, PromotionSucceeded):
+            # The pipeline ran, but the new active is not on disk: traffic must not move.
+            self.submit(PromotionFailed(self._clock(), f"the new active could not be recorded: {exc}"))
+        elif not operator:
+            self._schedule_retry(event)
+
+    def _schedule_retry(self, event: Event) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+        self._retry = asyncio.get_running_loop().call_later(STATE_WRITE_RETRY, self._try_again, event)
+
+    def _try_again(self, event: Event) -> None:
+        """Re-submit an automatic event whose state write failed, if it still holds."""
+        self._retry = None
+        backend = getattr(event, "backend", None)
+        if isinstance(event, BackendDown) and self.checker.health(event.backend) is not Health.DOWN:
+            return  # recovered meanwhile
+        if isinstance(event, BackendUp) and backend is not None and self.checker.health(backend) is Health.DOWN:
+            return
+        self.submit(dataclasses.replace(event, now=self._clock()))
+
+    def _alarm(self, cause: str, message: str) -> None:
+        text = f"{cause}: {message}"
+        if self.alarms and self.alarms[-1] == text:
+            return  # the same failure again (a retry): counted in metrics, not repeated
+        log.error("service %s ALARM (%s): %s", self.service.name, cause, message)
+        self.alarms.append(text)
 
     def update(self, service: ServiceConfig) -> None:
         """A reload: new promotion steps and hold limits apply at once; changes to the
@@ -337,8 +427,7 @@ class ServiceController:
                     metrics.SERVICE_STATE.labels(name, s.value).set(1 if s is a.new else 0)
                 metrics.FENCE_HOLD.labels(name).set(1 if a.new is State.FENCE_HOLD else 0)
             elif isinstance(a, PersistState):
-                self._state_file.save(name, a.active, a.epoch)
-                metrics.EPOCH.labels(name).set(a.epoch)
+                metrics.EPOCH.labels(name).set(a.epoch)  # written already, first (rule 2)
             elif isinstance(a, RunPromotion):
                 assert self._tg is not None
                 self._tg.create_task(self._promote(a), name=f"promote:{name}:{a.new}:epoch{a.epoch}")
@@ -359,8 +448,7 @@ class ServiceController:
             elif isinstance(a, RefuseTraffic):
                 self.director.set_mode("refuse", Refusal(a.status, a.retry_after, a.reason))
             elif isinstance(a, RaiseAlarm):
-                log.error("service %s ALARM (%s): %s", name, a.cause, a.message)
-                self.alarms.append(f"{a.cause}: {a.message}")
+                self._alarm(str(a.cause), a.message)
             elif isinstance(a, SetTimer):
                 self._cancel_timer(a.timer)
                 loop = asyncio.get_running_loop()
@@ -412,7 +500,7 @@ class ServiceController:
                 trigger=a.trigger,
             )
             pipeline = Pipeline(svc.promote, fence_failure=svc.fence_failure, audit=self._audit,
-                                agent_token=self._agent_token)
+                                agent_token=self._agent_token, secrets=self._secrets)
             start_at = self._last_run.next_step if (a.resume and self._last_run) else None
             resumes = self._last_run.run_id if (a.resume and self._last_run) else None
             res = await pipeline.run(ctx, start_at=start_at or 0, resumes=resumes)

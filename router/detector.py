@@ -14,11 +14,15 @@ Rules:
    probe. While evidence stands, ONE failed probe confirms it: DOWN, cause
    TRAFFIC_ERRORS. A good probe that *started after* the evidence clears it (one that
    started before proves nothing about it and is followed by a fresh one).
-5. Decisive traffic failures (connect refused, connection reset, a malformed response,
-   a status in ``fail_on_status``) also count: ``traffic_failures`` of them in a row
-   mark the backend DOWN without waiting for a probe. A good response breaks the row.
-6. Timing signals (a request slower than the probe timeout, a request timeout) never
-   count on their own: a hang is declared only when a probe times out too, so one slow
+5. Decisive traffic failures (connect refused, a status in ``fail_on_status``) also
+   count: ``traffic_failures`` of them in a row mark the backend DOWN without waiting for
+   a probe. A good response breaks the row. Only what no client can cause is decisive:
+   a connection refused happens before any client byte is sent, and ``fail_on_status``
+   is the operator's word that such a status is the backend's own failure. A reset or a
+   malformed response comes after the client's bytes reached the backend (a backend may
+   close on a request it dislikes): evidence, confirmed by a probe, as in rule 4.
+6. Timing signals (a request slower than the probe timeout, a request timeout), like
+   resets and malformed responses, never count on their own: a hang is declared only when a probe times out too, so one slow
    request cannot cause a failover.
 7. Client-side faults (the client hung up, sent a bad request) are never evidence.
 8. Only probes bring a DOWN backend back: traffic to it proves nothing (it may be the
@@ -85,8 +89,8 @@ class Traffic(Enum):
     CLIENT_FAULT = "client fault"  # the client's doing: never counted
 
 
-_DECISIVE = frozenset({Traffic.REFUSED, Traffic.RESET, Traffic.BAD_RESPONSE})
-_TIMING = frozenset({Traffic.TIMEOUT, Traffic.SLOW})
+_DECISIVE = frozenset({Traffic.REFUSED})
+_EVIDENCE = frozenset({Traffic.RESET, Traffic.BAD_RESPONSE, Traffic.TIMEOUT, Traffic.SLOW})
 
 
 # -- events ---------------------------------------------------------------------------
@@ -289,7 +293,7 @@ class Detector:
         else:
             what = kind.value
             decisive = kind in _DECISIVE
-            assert decisive or kind in _TIMING
+            assert decisive or kind in _EVIDENCE
         if self.health is Health.DOWN:
             return []  # only probes bring it back; nothing more to learn
         self.evidence_at = r.now

@@ -89,6 +89,16 @@ class UpstreamStatusError(UpstreamError):
     metric_cause = "status"
 
 
+class RequestUnsendable(UpstreamError):
+    """The client's request could not be put on the wire at all (a header aiohttp's
+    client refuses to encode, say): nothing reached the backend, and the fault is the
+    client's. Answered 400; never reported against the backend."""
+
+    status = 400
+    metric_cause = "unsendable"
+    sent = False
+
+
 class RequestBodyTooLarge(Exception):
     """The client's body is larger than the service's max_body_size (413)."""
 

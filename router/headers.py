@@ -4,7 +4,9 @@ Rules:
 
 1. Hop-by-hop headers never cross the proxy: Connection, Keep-Alive, Proxy-Connection,
    TE, Trailer, Transfer-Encoding, Upgrade, Proxy-Authorization, Proxy-Authenticate,
-   and every header NAMED in a Connection header. Framing is the proxy's own business on
+   and every header NAMED in a Connection header, whatever its name: a nominated
+   X-Forwarded-For, Via or X-Request-ID is the client's to drop, so the router starts
+   that header afresh instead of extending the client's list (as Apache does). Framing is the proxy's own business on
    each side (aiohttp writes Content-Length or chunked itself).
 2. Towards the backend: X-Forwarded-For gets the client address appended,
    X-Forwarded-Proto and X-Forwarded-Host are set, Via gets "1.1 <via_name>", Host is
@@ -143,20 +145,21 @@ def request_headers(
     """
     drop = _WS_DROP if websocket else _REQUEST_DROP
     conn = src.getall("Connection", ())
-    if conn:
-        drop = drop | connection_tokens(conn)
+    nominated: frozenset[str] = connection_tokens(conn) if conn else frozenset()
+    if nominated:
+        drop = drop | nominated
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in src.items():
         if name.lower() not in drop:
             out.add(name, value)
     out["Host"] = host
-    xff = src.getall("X-Forwarded-For", ())
+    xff = () if "x-forwarded-for" in nominated else src.getall("X-Forwarded-For", ())
     out["X-Forwarded-For"] = ", ".join((*xff, peer)) if xff else peer
     out["X-Forwarded-Proto"] = proto
     client_host = src.get("Host")
     if client_host:
         out["X-Forwarded-Host"] = client_host
-    prior_via = src.getall("Via", ())
+    prior_via = () if "via" in nominated else src.getall("Via", ())
     out["Via"] = ", ".join((*prior_via, via)) if prior_via else via
     out["X-Request-ID"] = request_id
     out["X-Hotspare-Epoch"] = str(epoch)

@@ -41,6 +41,28 @@ INFLIGHT = Gauge(
     registry=REGISTRY,
 )
 
+# -- client side (router/limits.py, router/targets.py) -----------------------------------
+CLIENT_CONNECTIONS = Gauge(
+    "hotspare_client_connections",
+    "Client connections open on the proxy listeners now.",
+    registry=REGISTRY,
+)
+CONNECTIONS_REFUSED = Counter(
+    "hotspare_connections_refused_total",
+    "Client connections answered 503 and closed at once, by the limit they hit "
+    "(max_connections, max_connections_per_client).",
+    ["cause"],
+    registry=REGISTRY,
+)
+BAD_REQUESTS = Counter(
+    "hotspare_bad_requests_total",
+    "Requests the router answered itself because of the client's own fault, never sent "
+    "to a backend, by cause (bad_request, header_timeout, uri_too_long, headers_too_large, "
+    "bad_target, connect_method, http_version).",
+    ["cause"],
+    registry=REGISTRY,
+)
+
 # -- health and failover --------------------------------------------------------------
 BACKEND_UP = Gauge(
     "hotspare_backend_up",

@@ -55,8 +55,8 @@ import aiohttp
 from aiohttp import web
 from aiohttp.http_writer import StreamWriter
 from aiohttp.web_request import BaseRequest
+from multidict import CIMultiDictProxy
 from prometheus_client import Counter, Gauge, Histogram
-from yarl import URL
 
 from . import metrics
 from .accesslog import AccessLog, AccessRecord
@@ -83,6 +83,7 @@ from .director import (
 )
 from .errors import (
     RequestBodyTooLarge,
+    RequestUnsendable,
     UpstreamConnectError,
     UpstreamError,
     UpstreamProtocolError,
@@ -90,9 +91,10 @@ from .errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
-from .headers import request_headers, response_headers, sane_request_id
+from .headers import connection_tokens, request_headers, response_headers, sane_request_id
 from .hold import Refusal, refusal_reply, replay_refusal_reason
 from .routes import ServiceRuntime, ServiceTable
+from .targets import ALLOW, Answer, Target, parse_target
 from .upstream import CONNECTION_REUSED, translate
 from .websocket import proxy_websocket
 
@@ -131,6 +133,26 @@ class _Waiting:
     def __init__(self, task: asyncio.Task[object]) -> None:
         self.task = task
         self.aborted = False
+
+
+def _request_id(headers: CIMultiDictProxy[str]) -> str:
+    """The client's X-Request-ID when sane, unless its Connection header nominates it."""
+    given = headers.get("X-Request-ID")
+    if given is not None and "Connection" in headers and "x-request-id" in connection_tokens(headers.getall("Connection")):
+        given = None
+    return sane_request_id(given)
+
+
+def _own_answer(answer: Answer, request_id: str) -> web.Response:
+    """What the router says itself about a target it will not forward (targets.py)."""
+    extra = {"Allow": answer.allow} if answer.allow else None
+    if answer.status == 200:  # OPTIONS *: the router's own capabilities
+        return web.Response(status=200, headers={"Allow": ALLOW, "X-Request-ID": request_id})
+    metrics.BAD_REQUESTS.labels(answer.cause).inc()
+    log.info("%s; answered %d", answer.text, answer.status)
+    resp = _text(answer.status, answer.text, request_id, extra)
+    resp.force_close()  # whatever follows on this connection is not to be trusted
+    return resp
 
 
 def _text(status: int, text: str, request_id: str, extra: dict[str, str] | None = None) -> web.Response:
@@ -199,19 +221,23 @@ class Proxy:
     async def handle(self, request: BaseRequest) -> web.StreamResponse:
         started = time.monotonic()
         headers = request.headers
-        request_id = sane_request_id(headers.get("X-Request-ID"))
+        request_id = _request_id(headers)
         service_name = "none"
         backend_name = "none"
         status = CLIENT_CLOSED
         sent_bytes = 0
         try:
-            host = headers.get("Host")
-            if host is None and request.version >= (1, 1):
+            version = request.version
+            target = parse_target(request.method, request.raw_path, (version.major, version.minor))
+            if isinstance(target, Answer):
+                status = target.status
+                return _own_answer(target, request_id)
+            host = target.authority or headers.get("Host")
+            if host is None and version >= (1, 1):
                 status = 400
+                metrics.BAD_REQUESTS.labels("bad_request").inc()
                 return _text(400, "bad request: HTTP/1.1 request without a Host header", request_id)
-            raw_path = request.raw_path
-            path = raw_path.partition("?")[0]
-            svc = self.table.lookup(host or "", path)
+            svc = self.table.lookup(host or "", target.path)
             if svc is None:
                 status = 404
                 return _text(404, "not found: no service for this host and path", request_id)
@@ -222,10 +248,10 @@ class Proxy:
                 upgrade = headers.get("Upgrade")
                 if upgrade is not None and upgrade.lower() == "websocket" and request.method == "GET":
                     backend_name = svc.director.route().backend.name
-                    resp = await proxy_websocket(self, svc, request, request_id)
+                    resp = await proxy_websocket(self, svc, request, request_id, target)
                     status = resp.status
                     return resp
-                resp, backend_name, sent_bytes = await self._forward(svc, request, request_id, started)
+                resp, backend_name, sent_bytes = await self._forward(svc, request, request_id, started, target)
                 status = resp.status
                 return resp
             finally:
@@ -251,7 +277,7 @@ class Proxy:
                 )
 
     async def _forward(
-        self, svc: ServiceRuntime, request: BaseRequest, request_id: str, started: float
+        self, svc: ServiceRuntime, request: BaseRequest, request_id: str, started: float, target: Target
     ) -> tuple[web.StreamResponse, str, int]:
         """Forward one plain HTTP request. Returns (response, backend name, body bytes)."""
         method = request.method
@@ -277,7 +303,7 @@ class Proxy:
         stale_retried = False
         for attempt in range(MAX_ATTEMPTS):
             last = attempt == MAX_ATTEMPTS - 1
-            result = await self._attempt(svc, request, request_id, started, route, body, last)
+            result = await self._attempt(svc, request, request_id, started, route, body, last, target)
             if not isinstance(result, _Failure):
                 return result
             f = result
@@ -294,6 +320,8 @@ class Proxy:
                 log.info("backend %s closed a kept-alive connection as %s %s id=%s was sent; "
                          "retrying on a fresh connection", backend, method, request.path, request_id)
                 continue
+            if isinstance(f.err, RequestUnsendable):  # the client's doing: never the backend's
+                return self._client_fault(svc, request, request_id, f.err, backend), "none", 0
             if not (f.aborted or f.reported):
                 director.report(backend, _OUTCOME.get(type(f.err), OUTCOME_RESET))
             metrics.UPSTREAM_ERRORS.labels(svc.name, backend, f.err.metric_cause).inc()
@@ -357,6 +385,7 @@ class Proxy:
         route: Route,
         body: RequestBody | None,
         last: bool,
+        want: Target,
     ) -> tuple[web.StreamResponse, str, int] | _Failure:
         """One try on ``route``: the whole response, or what failed before it started
         (including, unless ``last``, a ``fail_on_status`` answer to a replayable request)."""
@@ -364,9 +393,10 @@ class Proxy:
         headers = request.headers
         target = svc.targets[route.backend.name]
         backend = target.config.name
+        client_host: str = want.authority or headers.get("Host") or target.host_header
         out = request_headers(
             headers,
-            host=headers.get("Host", target.host_header) if svc.preserve_host else target.host_header,
+            host=client_host if svc.preserve_host else target.host_header,
             peer=request.remote or "unknown",
             proto=request.scheme,
             via=self.via,
@@ -374,7 +404,8 @@ class Proxy:
             epoch=route.epoch,
             expect_continue=body is not None and body.expect,
         )
-        url = URL(target.base + request.raw_path, encoded=True)
+        path, _, query = want.path_qs.partition("?")
+        url = target.url(path, query)
         pool = target.pool
         pool.acquire()
         upstream: aiohttp.ClientResponse | None = None
@@ -437,7 +468,7 @@ class Proxy:
                     via=self.via,
                     request_id=request_id,
                     rewriter=svc.rewriter,
-                    client_origin=f"{request.scheme}://{headers.get('Host', target.host_header)}",
+                    client_origin=f"{request.scheme}://{client_host}",
                 ),
             )
             try:
@@ -608,6 +639,7 @@ class Proxy:
             log.info("request body over %d bytes; answered 413 to %s %s id=%s", fault.limit, request.method, request.path, request_id)
             resp = _text(413, f"payload too large: body over {fault.limit} bytes", request_id)
         else:
+            metrics.BAD_REQUESTS.labels("bad_request").inc()
             log.info("%s; answered 400 to %s %s id=%s", fault, request.method, request.path, request_id)
             resp = _text(400, f"bad request: {fault}", request_id)
         resp.force_close()

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import aiohttp
+from yarl import URL
 
 from .config import BackendConfig, Config, ServiceConfig
 from .director import Director
@@ -51,6 +52,16 @@ class BackendTarget:
     pool: BackendPool
     base: str  # "http://127.0.0.1:8001" or with a path: "http://h:1/base"
     host_header: str  # netloc of the backend URL (for preserve_host: false)
+    scheme: str = "http"
+    host: str = "127.0.0.1"
+    port: int = 80
+    base_path: str = ""  # "" or "/base" (no trailing slash)
+
+    def url(self, path: str, query: str | None) -> URL:
+        """The upstream URL for an origin-form ``path`` (and raw ``query``), built from
+        parts: whatever the client sent, the host and port are the backend's."""
+        return URL.build(scheme=self.scheme, host=self.host, port=self.port,
+                         path=self.base_path + path, query_string=query or "", encoded=True)
 
 
 @dataclass(slots=True)
@@ -76,6 +87,10 @@ def make_target(backend: BackendConfig, pool: BackendPool) -> BackendTarget:
         pool=pool,
         base=f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}",
         host_header=parts.netloc,
+        scheme=parts.scheme,
+        host=parts.hostname or "",
+        port=parts.port or (443 if parts.scheme == "https" else 80),
+        base_path=parts.path.rstrip("/"),
     )
 
 

@@ -38,11 +38,12 @@ from promote.audit import AuditLog
 
 from . import metrics
 from .accesslog import AccessLog
-from .admin import build_admin_app
+from .admin import ApiError, build_admin_app, reload_from_source
 from .config import Config, LogConfig, ServiceConfig, load_config, parse_hostport
 from .controller import ServiceController
 from .director import Director
-from .errors import ConfigError, StateFileError
+from .errors import StateFileError
+from .limits import GuardedServer
 from .listeners import make_redirect_handler, server_ssl_context
 from .proxy import Proxy
 from .rewrite import Rewriter
@@ -103,7 +104,12 @@ class Router:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.state_file = StateFile(config.state_file)
-        self._initial: dict[str, ServiceState] = self.state_file.load(config.services)  # StateFileError
+        self.state_file.acquire()  # StateFileError if another router holds it; released by stop()
+        try:
+            self._initial: dict[str, ServiceState] = self.state_file.load(config.services)  # StateFileError
+        except BaseException:
+            self.state_file.release()
+            raise
         self.unfinished_promotions = _unfinished_runs(config)
         self.controllers: dict[str, ServiceController] = {}
         self.directors: dict[str, Director] = {}
@@ -116,6 +122,7 @@ class Router:
         self.proxy = Proxy(self._build_table(config), self.access_log)
         self._runners: list[web.BaseRunner] = []
         self._sites: list[web.TCPSite] = []
+        self._servers: list[GuardedServer] = []  # one per proxy listener (limits on reload)
         self._admin_runner: web.AppRunner | None = None
         self.bound: BoundAddresses | None = None
         for line in self.unfinished_promotions:
@@ -230,6 +237,7 @@ class Router:
         same with names."""
         config = self.config
         listeners: list[tuple[str, int]] = []
+        self.state_file.acquire()  # again after a stop(); StateFileError if taken meanwhile
         self._started = True
         try:
             for ctl in self.controllers.values():
@@ -237,8 +245,10 @@ class Router:
             for i, lc in enumerate(config.listen):
                 host, port = lc.host_port
                 handler = make_redirect_handler(lc.https_port) if lc.redirect_to_https else self.proxy.handle
+                server = GuardedServer(handler, config.limits)
+                self._servers.append(server)
                 runner = web.ServerRunner(
-                    web.Server(handler, handler_cancellation=True, access_log=None),
+                    server,
                     handle_signals=False,
                     shutdown_timeout=config.shutdown_grace,
                 )
@@ -279,6 +289,7 @@ class Router:
         self._sites.clear()
         await asyncio.gather(*(r.cleanup() for r in self._runners), return_exceptions=True)
         self._runners.clear()
+        self._servers.clear()
         if self._admin_runner is not None:
             await self._admin_runner.cleanup()
             self._admin_runner = None
@@ -287,6 +298,7 @@ class Router:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._controller_tasks.clear()
+        self.state_file.release()  # nothing writes it any more: another router may take it
         self._started = False
         for task in list(self._retiring):
             task.cancel()
@@ -309,6 +321,8 @@ class Router:
         else:
             self.access_log.reopen()  # log rotation
         self.proxy.set_table(self._build_table(config))
+        for server in self._servers:
+            server.set_limits(config.limits)  # connections accepted from now on
         self.config = config
         log.info("reload: configuration applied (%d services)", len(config.services))
 
@@ -389,12 +403,10 @@ async def serve(config: Config, path: Path) -> int:
             wake.clear()
             if flags["reload"] and not flags["stop"]:
                 flags["reload"] = False
-                try:
-                    new = load_config(path)
-                except ConfigError as exc:
-                    log.error("reload refused, keeping the running config: %s", exc.report().replace("\n", " |"))
-                    continue
-                router.reload(new)
+                # The same path as POST /v1/reload: a refusal is logged and alarmed there,
+                # and never stops the router.
+                with contextlib.suppress(ApiError):
+                    await reload_from_source(router, "SIGHUP")
         log.info("stopping: no new connections; in-flight requests get %ss", config.shutdown_grace)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

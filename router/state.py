@@ -15,10 +15,21 @@ Rules:
 4. A service in the config but not in the file (added since) starts on its first
    backend at epoch 0; a service in the file but not in the config is kept as written,
    so removing a service from the config by mistake loses nothing.
+5. One router per file: :meth:`StateFile.acquire` takes an exclusive ``flock`` on the
+   sibling ``<state_file>.lock`` (the state file itself is replaced by rename at every
+   save, so it cannot carry the lock) and writes the holder's pid into it. The lock is
+   held for the router's whole life and dropped by :meth:`StateFile.release` (or by the
+   kernel when the process dies: a crashed router never leaves a stale lock). A second
+   router gets :class:`StateFileError` naming the file and the holder's pid. Readers
+   (``load`` alone, ``hotspare status``) take no lock.
+6. A failed :meth:`StateFile.save` changes nothing in memory; the caller (the failover
+   controller) decides what the failure means for the machine.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
@@ -47,6 +58,41 @@ class StateFile:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._states: dict[str, ServiceState] = {}
+        self._lock_fd: int | None = None
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".lock")
+
+    def acquire(self) -> None:
+        """Hold the file for this process (rule 5); :class:`StateFileError` if another
+        process holds it or the lock file cannot be opened."""
+        if self._lock_fd is not None:
+            return
+        lock = self.lock_path
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise StateFileError(f"{self.path}: cannot open the lock file {lock}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = _read_pid(fd)
+            os.close(fd)
+            raise StateFileError(
+                f"{self.path}: held by another router (pid {holder or 'unknown'}, lock {lock}); "
+                f"two routers must never share a state file: stop the other one or give this one "
+                f"its own state_file"
+            ) from None
+        with contextlib.suppress(OSError):  # the pid is for the operator; the lock is what counts
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def release(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)  # closing the last descriptor drops the flock
 
     def load(self, services: Iterable[ServiceConfig]) -> dict[str, ServiceState]:
         """Read the file and check it against the configured services."""
@@ -67,6 +113,23 @@ class StateFile:
                 )
         self._states = result
         return {svc.name: result[svc.name] for svc in services}
+
+    def check(self, services: Iterable[ServiceConfig], running: Mapping[str, ServiceState]) -> None:
+        """Before a reload: can the new config run on this file? Re-reads the file (it
+        must still be readable and valid) and checks every service's active backend
+        (``running`` for the services that run now, else the stored one) against the new
+        config. Raises :class:`StateFileError`; changes nothing."""
+        raw = self._read()
+        stored = {} if raw is None else self._parse(raw)
+        for svc in services:
+            names = [b.name for b in svc.backends]
+            st = running.get(svc.name) or stored.get(svc.name)
+            if st is not None and st.active not in names:
+                raise StateFileError(
+                    f"{self.path}: service {svc.name!r} has active backend {st.active!r} (epoch "
+                    f"{st.epoch}), which the new config does not name (expected one of {names}); "
+                    f"switch over first, then remove the backend"
+                )
 
     def get(self, service: str) -> ServiceState:
         return self._states[service]
@@ -138,6 +201,14 @@ class StateFile:
                 raise StateFileError(f"{where}: {key}: unknown key(s) {unknown}")
             out[str(name)] = ServiceState(active, epoch)
         return out
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
 
 
 def write_atomically(path: Path, data: bytes) -> None:

@@ -9,18 +9,26 @@ Rules:
 2. The sessions do nothing on their own: no redirects, no cookies, no decompression, no
    automatic headers (User-Agent, Accept, Accept-Encoding, Content-Type).
 3. :func:`translate` maps a low-level exception to an :class:`UpstreamError` saying
-   whether the request may have reached the backend (``sent``) and what to answer.
+   whether the request may have reached the backend (``sent``) and what to answer. A
+   request aiohttp cannot even encode is the client's fault (``RequestUnsendable``).
 4. Whether the last connection a request used was a reused keep-alive one is recorded
    in the context variable :data:`CONNECTION_REUSED` (set by the pool's connector in the
    requesting task): a backend that closes an idle keep-alive connection just as a
    request goes out is a race, not a failure, and the proxy retries once on a fresh
    connection (as HAProxy and nginx do).
+5. A backend that answers a WebSocket upgrade with anything but 101 has answered the
+   request: its answer (status, headers, a body up to 1 MiB) is kept in
+   :data:`WS_REFUSAL` for the client, and the connection stays plain HTTP.
+6. A bodiless answer (204, 304, or any answer to HEAD) that arrives with bytes after its
+   head keeps the answer and drops the bytes and the connection (as nginx does), instead
+   of failing the request on them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import ssl
 import weakref
 from collections.abc import Iterable
@@ -29,10 +37,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-from multidict import CIMultiDict
+from aiohttp.client_proto import ResponseHandler
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from .config import BackendConfig, PoolConfig
 from .errors import (
+    RequestUnsendable,
     UpstreamConnectError,
     UpstreamError,
     UpstreamProtocolError,
@@ -40,9 +50,66 @@ from .errors import (
     UpstreamTimeout,
 )
 
-__all__ = ["CONNECTION_REUSED", "BackendPool", "PoolKey", "pool_key", "translate"]
+__all__ = ["CONNECTION_REUSED", "WS_REFUSAL", "BackendPool", "PoolKey", "UpgradeRefused", "pool_key", "translate"]
 
 CONNECTION_REUSED: contextvars.ContextVar[bool] = contextvars.ContextVar("hotspare_connection_reused", default=False)
+
+WS_REFUSAL_BODY_MAX = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class UpgradeRefused:
+    """A backend's plain answer to a WebSocket upgrade (rule 5): passed to the client."""
+
+    status: int
+    reason: str | None
+    headers: CIMultiDictProxy[str]
+    body: bytes | None  # None: over WS_REFUSAL_BODY_MAX
+
+
+WS_REFUSAL: contextvars.ContextVar[UpgradeRefused | None] = contextvars.ContextVar("hotspare_ws_refusal", default=None)
+
+
+async def _keep_refusal(_session: object, _ctx: object, params: aiohttp.TraceRequestEndParams) -> None:
+    """aiohttp's ws_connect drops a non-101 answer with its body; this trace hook (run in
+    the requesting task, before that check) keeps it for the client."""
+    resp = params.response
+    if resp.status == 101:
+        return
+    body = bytearray()
+    while len(body) <= WS_REFUSAL_BODY_MAX:
+        piece = await resp.content.read(65536)
+        if not piece:
+            break
+        body += piece
+    kept = bytes(body) if len(body) <= WS_REFUSAL_BODY_MAX else None
+    WS_REFUSAL.set(UpgradeRefused(resp.status, resp.reason, resp.headers, kept))
+
+
+_WS_TRACE = aiohttp.TraceConfig()
+_WS_TRACE.on_request_end.append(_keep_refusal)
+_WS_TRACE.freeze()
+
+
+_BODILESS = (b"204", b"304")
+
+
+class _ResponseHandler(ResponseHandler):
+    """aiohttp's connection protocol, with rule 6: bytes after a bodiless answer's head
+    are the backend's mistake, not a reason to lose the answer."""
+
+    def data_received(self, data: bytes) -> None:
+        if (
+            self._payload_parser is None
+            and not self._upgraded
+            and data[:5] == b"HTTP/"
+            and (self._skip_payload or data[9:12] in _BODILESS)
+        ):
+            end = data.find(b"\r\n\r\n")
+            if end != -1 and end + 4 < len(data):
+                data = data[: end + 4]
+                self._should_close = True  # never reused: what follows is unknowable
+        super().data_received(data)
 
 
 class _TrackingConnector(aiohttp.TCPConnector):
@@ -50,6 +117,7 @@ class _TrackingConnector(aiohttp.TCPConnector):
 
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
+        self._factory = functools.partial(_ResponseHandler, loop=self._loop)  # type: ignore[assignment]
         self._seen: weakref.WeakSet[object] = weakref.WeakSet()
 
     async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:  # noqa: ASYNC109 - aiohttp signature
@@ -127,6 +195,7 @@ class BackendPool:
             timeout=aiohttp.ClientTimeout(total=None),
             trust_env=False,
         )
+        self._ws_session: aiohttp.ClientSession | None = None
         self.inflight = 0
         self.retired = False
         self._closed = asyncio.Event()
@@ -147,7 +216,26 @@ class BackendPool:
     async def wait_idle(self) -> None:
         await self._closed.wait()
 
+    @property
+    def ws_session(self) -> aiohttp.ClientSession:
+        """WebSocket upgrades: the same connections, plus the refusal hook (kept off the
+        plain session, where a trace would cost every request)."""
+        if self._ws_session is None:
+            self._ws_session = aiohttp.ClientSession(
+                connector=self.session.connector,
+                connector_owner=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,
+                skip_auto_headers=_SKIP_AUTO,
+                timeout=aiohttp.ClientTimeout(total=None),
+                trust_env=False,
+                trace_configs=[_WS_TRACE],
+            )
+        return self._ws_session
+
     async def close(self) -> None:
+        if self._ws_session is not None:
+            await self._ws_session.close()
         await self.session.close()
 
 
@@ -171,6 +259,9 @@ def translate(exc: BaseException, backend: str) -> UpstreamError:
         return UpstreamResetError(f"backend {backend} broke off the response body")
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return UpstreamResetError(f"backend {backend} closed the connection")
+    if isinstance(exc, aiohttp.InvalidURL) or (isinstance(exc, ValueError | TypeError) and not isinstance(exc, OSError)):
+        # raised while encoding the request (UnicodeError is a ValueError): not sent
+        return RequestUnsendable(f"the request cannot be forwarded ({type(exc).__name__}: {str(exc)[:120]})")
     if isinstance(exc, aiohttp.ClientOSError | OSError):
         return UpstreamResetError(f"backend {backend} connection reset")
     if isinstance(exc, aiohttp.ClientError):

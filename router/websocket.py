@@ -4,8 +4,10 @@ relayed both ways until one side closes.
 Rules:
 
 1. The backend handshake happens first; only when it succeeds does the client get its
-   101 (with the subprotocol the backend chose). A backend that refuses or cannot be
-   reached gets the client a 502/504 like any request.
+   101 (with the subprotocol the backend chose). A backend that answers the upgrade
+   with anything else has answered the request: that answer goes to the client and the
+   connection stays HTTP (as Apache, nginx and HAProxy do). One that cannot be reached
+   gets the client a 502/504 like any request.
 2. Text, binary, ping and pong frames are relayed as they are (no automatic pings or
    pongs by the router: each end answers its own peer through us).
 3. The first side to close decides: its close code and reason go to the other side,
@@ -23,16 +25,16 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import WSMsgType, web
 from aiohttp.web_request import BaseRequest
-from yarl import URL
 
 from .director import OUTCOME_CONNECT_FAILED, NoRoute, Outcome
 from .errors import UpstreamConnectError
-from .headers import request_headers
-from .upstream import translate
+from .headers import request_headers, response_headers
+from .upstream import WS_REFUSAL, UpgradeRefused, translate
 
 if TYPE_CHECKING:
     from .proxy import Proxy
     from .routes import ServiceRuntime
+    from .targets import Target
 
 __all__ = ["proxy_websocket"]
 
@@ -66,7 +68,22 @@ async def _relay(src: Any, dst: Any) -> tuple[int | None, str]:
             return None, ""
 
 
-async def proxy_websocket(proxy: Proxy, svc: ServiceRuntime, request: BaseRequest, request_id: str) -> web.StreamResponse:
+def _plain_answer(
+    proxy: Proxy, svc: ServiceRuntime, request: BaseRequest, request_id: str, refused: UpgradeRefused,
+    client_host: str,
+) -> web.Response:
+    """The backend declined the upgrade with a plain answer: it is the client's answer."""
+    headers = response_headers(
+        refused.headers, via=proxy.via, request_id=request_id, rewriter=svc.rewriter,
+        client_origin=f"{request.scheme}://{client_host}",
+    )
+    headers.popall("Content-Length", None)
+    return web.Response(status=refused.status, reason=refused.reason, headers=headers, body=refused.body)
+
+
+async def proxy_websocket(
+    proxy: Proxy, svc: ServiceRuntime, request: BaseRequest, request_id: str, want: Target
+) -> web.StreamResponse:
     try:
         route = svc.director.route()
     except NoRoute as exc:
@@ -74,9 +91,10 @@ async def proxy_websocket(proxy: Proxy, svc: ServiceRuntime, request: BaseReques
     target = svc.targets[route.backend.name]
     backend = target.config.name
     headers = request.headers
+    client_host: str = want.authority or headers.get("Host") or target.host_header
     out = request_headers(
         headers,
-        host=headers.get("Host", target.host_header) if svc.preserve_host else target.host_header,
+        host=client_host if svc.preserve_host else target.host_header,
         peer=request.remote or "unknown",
         proto=request.scheme,
         via=proxy.via,
@@ -85,9 +103,11 @@ async def proxy_websocket(proxy: Proxy, svc: ServiceRuntime, request: BaseReques
         websocket=True,
     )
     protocols = [p.strip() for p in headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+    path, _, query = want.path_qs.partition("?")
+    WS_REFUSAL.set(None)
     try:
-        upstream = await target.pool.session.ws_connect(
-            URL(target.base + request.raw_path, encoded=True),
+        upstream = await target.pool.ws_session.ws_connect(
+            target.url(path, query),
             headers=out,
             protocols=protocols,
             autoping=False,
@@ -98,6 +118,9 @@ async def proxy_websocket(proxy: Proxy, svc: ServiceRuntime, request: BaseReques
         )
     except aiohttp.WSServerHandshakeError as exc:
         svc.director.report(backend, Outcome.ok(exc.status))
+        refused = WS_REFUSAL.get()
+        if refused is not None and refused.body is not None:
+            return _plain_answer(proxy, svc, request, request_id, refused, client_host)
         log.error("backend %s refused the websocket upgrade (status %d); answered 502 to GET %s id=%s", backend, exc.status, request.path, request_id)
         return web.Response(status=502, text=f"bad gateway: backend {backend} refused the websocket upgrade ({exc.status})\nrequest id: {request_id}\n", headers={"X-Request-ID": request_id})
     except Exception as exc:

@@ -4,13 +4,17 @@ ephemeral loopback ports, closed in reverse order."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import hmac
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import os
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 import yaml
 from aiohttp import web
 
@@ -96,7 +100,8 @@ def sink_status(lag: float, in_sync: bool = True, pending: int = 0) -> dict[str,
 
 def write_config(
     tmp_path: Path, backends: list[dict[str, Any]], *, token: str | None = ADMIN_TOKEN,
-    promote: list[dict[str, Any]] | None = None, replication: bool = False, **service: Any,
+    promote: list[dict[str, Any]] | None = None, replication: bool = False,
+    top: dict[str, Any] | None = None, **service: Any,
 ) -> Path:
     data: dict[str, Any] = {
         "listen": ["127.0.0.1:0"],
@@ -113,6 +118,7 @@ def write_config(
             **service,
         }],
     }
+    data.update(top or {})
     if replication:
         data["replication"] = {"token": REPL_TOKEN, "roots": [{"name": "jobs", "path": str(tmp_path / "jobs")}]}
     path = tmp_path / "hotspare.yaml"
@@ -147,3 +153,39 @@ async def post(s: aiohttp.ClientSession, url: str, body: Any = None, token: str 
     async with s.post(url, json=body, headers=headers) as r:
         assert r.content_type == "application/json", (r.status, await r.text())
         return r.status, await r.json()
+
+
+class TinyDisk:
+    """A real, small file system (tmpfs) whose space a test can take away and give back."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._filler = path / ".filler"
+
+    def fill(self) -> None:
+        """Take every free byte: any later write there fails with ENOSPC."""
+        fd = os.open(self._filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            while os.write(fd, b"\0" * 4096):
+                pass
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+        finally:
+            os.close(fd)
+
+    def free(self) -> None:
+        self._filler.unlink(missing_ok=True)
+
+
+@contextmanager
+def tiny_disk(path: Path, size: str = "256k") -> Iterator[TinyDisk]:
+    """tmpfs of ``size`` mounted at ``path`` (needs root, as the test runners are)."""
+    path.mkdir(parents=True, exist_ok=True)
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                         capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {res.stderr.strip()}")
+    try:
+        yield TinyDisk(path)
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)

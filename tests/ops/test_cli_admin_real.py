@@ -88,6 +88,7 @@ EXPECTED = [
     "hotspare_held_requests", "hotspare_replayed_requests_total", "hotspare_refused_requests_total",
     "hotspare_requests_total", "hotspare_request_duration_seconds", "hotspare_upstream_errors_total",
     "hotspare_promotions_total", "hotspare_fencing_on_hold", "hotspare_replication_lag_seconds",
+    "hotspare_state_write_failures_total", "hotspare_state_write_alarm", "hotspare_reload_failures_total",
 ]
 
 

@@ -90,6 +90,8 @@ async def router(tmp_path: Path) -> AsyncIterator[RouterFactory]:
     routers: list[Router] = []
 
     async def make(services: list[dict[str, Any]], **top: Any) -> tuple[Router, str]:
+        if routers and "state_file" not in top:  # each router holds its state file's lock
+            top["state_file"] = str(tmp_path / f"state-{len(routers)}.json")
         r = Router(make_config(tmp_path, services, **top))
         bound = await r.start()
         routers.append(r)

@@ -112,21 +112,32 @@ def test_crash_under_traffic_one_refused_request_and_one_refused_probe() -> None
 
 def test_traffic_failures_in_a_row_mark_down_without_a_probe() -> None:
     d = Detector("a")
-    d.traffic(traffic(5.0, Traffic.RESET))
+    d.traffic(traffic(5.0, Traffic.REFUSED))
     assert d.traffic(traffic(5.01, Traffic.REFUSED)) == [NOW]
-    assert d.traffic(traffic(5.02, Traffic.BAD_RESPONSE)) == [
-        tr(Health.SUSPECT, Health.DOWN, Cause.TRAFFIC_ERRORS, "3 requests failed in a row (bad response)", 5.0, 5.02),
+    assert d.traffic(traffic(5.02, Traffic.REFUSED)) == [
+        tr(Health.SUSPECT, Health.DOWN, Cause.TRAFFIC_ERRORS, "3 requests failed in a row (connect failed)", 5.0, 5.02),
         SLOW,
     ]
     assert d.traffic(traffic(5.03, Traffic.REFUSED)) == []  # already down: nothing to learn
 
 
+def test_resets_and_bad_responses_alone_never_mark_down() -> None:
+    """A client can make a backend close on it (a request it dislikes): evidence only."""
+    d = Detector("a", DetectorSettings(traffic_failures=1))
+    for i in range(10):
+        kind = Traffic.RESET if i % 2 else Traffic.BAD_RESPONSE
+        assert d.traffic(traffic(5.0 + i / 100, kind))[-1] == NOW
+        assert d.health is Health.SUSPECT
+    d.probe(good(5.2, now=5.21))  # a probe sent after the evidence clears it
+    assert d.health is Health.UP
+
+
 def test_a_good_response_breaks_the_row_of_traffic_failures() -> None:
     d = Detector("a")
-    d.traffic(traffic(5.0, Traffic.RESET))
-    d.traffic(traffic(5.01, Traffic.RESET))
+    d.traffic(traffic(5.0, Traffic.REFUSED))
+    d.traffic(traffic(5.01, Traffic.REFUSED))
     assert d.traffic(traffic(5.02, Traffic.OK, 200)) == []
-    assert d.traffic(traffic(5.03, Traffic.RESET)) == [NOW]
+    assert d.traffic(traffic(5.03, Traffic.REFUSED)) == [NOW]
     assert d.health is Health.SUSPECT
 
 
@@ -173,8 +184,8 @@ def test_client_faults_never_count() -> None:
     for i in range(5):
         assert d.traffic(traffic(float(i), Traffic.CLIENT_FAULT)) == []
     assert d.health is Health.UP
-    assert d.traffic(traffic(6.0, Traffic.RESET))[0] == tr(
-        Health.UP, Health.DOWN, Cause.TRAFFIC_ERRORS, "1 requests failed in a row (connection reset)", 6.0, 6.0)
+    assert d.traffic(traffic(6.0, Traffic.REFUSED))[0] == tr(
+        Health.UP, Health.DOWN, Cause.TRAFFIC_ERRORS, "1 requests failed in a row (connect failed)", 6.0, 6.0)
 
 
 def test_statuses_count_only_when_configured() -> None:

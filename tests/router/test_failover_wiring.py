@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -22,6 +25,7 @@ from router.server import Router
 from tests.helpers import wait_for
 
 from .conftest import make_config, svc
+from .test_server_process import RouterProcess
 
 
 def tagged(name: str):  # type: ignore[no-untyped-def]
@@ -208,3 +212,79 @@ async def test_body_larger_than_the_replay_buffer_still_streams_whole(backend, r
     async with client.put(base + "/big", data=data) as resp:
         assert resp.status == 200
     assert sizes[-1] == len(data)
+
+
+# -- one router per state file; reloads that fail their state check ----------------------------
+
+
+def _router_process(tmp_path: Path, name: str, state: Path, services: list[dict[str, Any]]) -> RouterProcess:
+    home = tmp_path / name
+    home.mkdir()
+    rp = RouterProcess(home)
+    rp.write(services, state_file=str(state), admin={"listen": "127.0.0.1:0", "token": "t0ken-for-tests"})
+    return rp
+
+
+async def test_second_router_on_the_same_state_file_refuses_naming_the_holder(tmp_path: Path) -> None:
+    state = tmp_path / "shared-state.json"
+    first = _router_process(tmp_path, "first", state, [svc("http://127.0.0.1:1")])
+    second = _router_process(tmp_path, "second", state, [svc("http://127.0.0.1:1")])
+    try:
+        await first.start()
+        assert first.proc is not None
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "hotspare", "router", "-c", str(second.config),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        _, raw = await asyncio.wait_for(proc.communicate(), 60)
+        err = raw.decode()
+        assert proc.returncode == 1, err
+        assert f"{state}: held by another router (pid {first.proc.pid}" in err
+        assert "listening on" not in err
+        assert (state.parent / "shared-state.json.lock").read_text().strip() == str(first.proc.pid)
+        first.kill()  # SIGKILL: the kernel drops the lock with the process, none is left stale
+        await second.start()
+        assert second.proc is not None and second.proc.poll() is None
+    finally:
+        second.kill()
+        first.kill()
+
+
+def _admin_port(rp: RouterProcess) -> int:
+    m = re.search(r"admin API on http://127\.0\.0\.1:(\d+)", rp.log())
+    assert m, rp.log()
+    return int(m.group(1))
+
+
+async def test_sighup_reload_whose_state_check_fails_keeps_the_router_and_its_config(backend, client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    ua, ub = await backend(tagged("a")), await backend(tagged("b"))
+    rp = _router_process(tmp_path, "r", tmp_path / "state.json", [svc(ua, ub)])
+    try:
+        base = await rp.start()
+        admin = f"http://127.0.0.1:{_admin_port(rp)}"
+        # The new file no longer names the active backend "a".
+        rp.write([{"name": "app", "backends": [{"name": "b", "url": ub}, {"name": "c", "url": ua}]}],
+                 state_file=str(tmp_path / "state.json"), admin={"listen": "127.0.0.1:0", "token": "t0ken-for-tests"})
+        rp.signal(signal.SIGHUP)
+        await wait_for(lambda: "reload refused (SIGHUP)" in rp.log(), what="the reload to be refused")
+        line = next(x for x in rp.log().splitlines() if "reload refused (SIGHUP)" in x)
+        assert "'a'" in line and "does not name" in line
+        assert rp.proc is not None and rp.proc.poll() is None
+        async with client.get(base + "/x") as resp:
+            assert resp.status == 200 and resp.headers["X-Backend"] == "a"
+        async with client.get(admin + "/v1/status") as resp:
+            doc = await resp.json()
+        assert any(al.startswith("reload_refused:") for al in doc["services"][0]["alarms"])
+        async with client.get(admin + "/metrics") as resp:
+            assert 'hotspare_reload_failures_total{cause="state_file"} 1.0' in await resp.text()
+        # The state file becomes unreadable: the same refusal, the router still runs.
+        rp.write([svc(ua, ub)], state_file=str(tmp_path / "state.json"),
+                 admin={"listen": "127.0.0.1:0", "token": "t0ken-for-tests"})
+        (tmp_path / "state.json").unlink(missing_ok=True)
+        (tmp_path / "state.json").mkdir()
+        rp.signal(signal.SIGHUP)
+        await wait_for(lambda: "cannot read the state file: Is a directory" in rp.log(), what="the second refusal")
+        assert rp.proc.poll() is None
+        async with client.get(base + "/x") as resp:
+            assert resp.status == 200 and resp.headers["X-Backend"] == "a"
+    finally:
+        rp.kill()

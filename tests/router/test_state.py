@@ -182,3 +182,51 @@ def test_write_failure_is_a_state_file_error_and_keeps_the_old_state(tmp_path: P
     with pytest.raises(StateFileError, match="cannot write the state file: No such file or directory"):
         sf.save("app", "b", 1)
     assert sf.get("app") == ServiceState("a", 0)
+
+
+# -- one holder ---------------------------------------------------------------------------------
+
+
+def test_a_second_holder_is_refused_with_the_file_and_the_holders_pid(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    first, second = StateFile(path), StateFile(path)
+    first.acquire()
+    try:
+        assert (tmp_path / "state.json.lock").read_text().strip() == str(os.getpid())
+        with pytest.raises(StateFileError, match=rf"{path}: held by another router \(pid {os.getpid()}, lock "):
+            second.acquire()
+        second.load(services())  # reading needs no lock (hotspare status, doctor)
+    finally:
+        first.release()
+    second.acquire()  # released: free for the next router
+    second.release()
+
+
+def test_a_lock_file_that_cannot_be_opened_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "state.json.lock").mkdir()
+    with pytest.raises(StateFileError, match=r"cannot open the lock file .*state\.json\.lock: Is a directory"):
+        StateFile(tmp_path / "state.json").acquire()
+
+
+# -- the check before a reload ------------------------------------------------------------------
+
+
+def test_reload_check_refuses_a_config_without_the_running_active(tmp_path: Path) -> None:
+    sf = StateFile(tmp_path / "state.json")
+    sf.load(services())
+    new = [s for s in services() if s.name == "api"]
+    sf.check(new, {"api": ServiceState("y", 4)})  # y is still there
+    only_x = new[0].model_copy(update={"backends": new[0].backends[:1]})
+    with pytest.raises(StateFileError, match=r"service 'api' has active backend 'y' \(epoch 4\), which the new config"):
+        sf.check([only_x], {"api": ServiceState("y", 4)})
+
+
+def test_reload_check_reads_the_file_again(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    sf = StateFile(path)
+    sf.load(services())
+    sf.save("app", "b", 2)
+    path.write_text("{garbage")
+    with pytest.raises(StateFileError, match="not valid JSON"):
+        sf.check(services(), {})
+    assert sf.get("app") == ServiceState("b", 2)  # nothing changed in memory
