@@ -43,7 +43,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from promote.audit import AuditLog
 from promote.redact import Redactor, step_secrets
@@ -84,12 +84,6 @@ MAINT_KEY: web.AppKey[dict[tuple[str, str], float]] = web.AppKey("maintenance", 
 
 AGENT_WAIT = 0.3  # longest a status read waits for fresh agent answers (else: cached)
 
-RELOAD_FAILURES = Counter(
-    "hotspare_reload_failures_total",
-    "Reloads refused (SIGHUP or POST /v1/reload); the running config was kept.",
-    ["cause"],  # config | state_file
-    registry=metrics.REGISTRY,
-)
 # Fields of a promotion record that may quote a program's output or an error message.
 _PRIVATE_RUN_FIELDS = ("alarms", "reason")
 _PRIVATE_STEP_FIELDS = ("output", "detail")
@@ -429,7 +423,7 @@ async def reload_from_source(router: Router, via: str) -> dict[str, Any]:
     try:
         new = await asyncio.to_thread(load_config, path)
     except ConfigError as exc:
-        RELOAD_FAILURES.labels("config").inc()
+        metrics.RELOAD_FAILURES.labels("config").inc()
         log.error("reload refused (%s), keeping the running config: %s", via, "; ".join(exc.errors))
         raise ApiError(400, f"{path}: reload refused, the running config is kept", errors=exc.errors) from None
     try:
@@ -437,7 +431,7 @@ async def reload_from_source(router: Router, via: str) -> dict[str, Any]:
         _check_targets(router, new.services)
         router.reload(new)
     except StateFileError as exc:
-        RELOAD_FAILURES.labels("state_file").inc()
+        metrics.RELOAD_FAILURES.labels("state_file").inc()
         log.error("reload refused (%s), keeping the running config: %s", via, exc)
         for ctl in router.controllers.values():
             ctl.alarms.append(f"reload_refused: {exc}")

@@ -36,8 +36,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from prometheus_client import Counter, Gauge
-
 from promote.audit import AuditLog
 from promote.pipeline import Pipeline, PromotionContext
 
@@ -86,18 +84,6 @@ log = logging.getLogger("hotspare.failover")
 # Seconds between tries of an automatic failover whose state-file write failed (rule 2).
 STATE_WRITE_RETRY = 5.0
 
-STATE_WRITE_FAILURES = Counter(
-    "hotspare_state_write_failures_total",
-    "State-file writes that failed (the change they carried was not made).",
-    ["service"],
-    registry=metrics.REGISTRY,
-)
-STATE_WRITE_ALARM = Gauge(
-    "hotspare_state_write_alarm",
-    "1 while the last state-file write of the service failed; 0 once a write succeeds.",
-    ["service"],
-    registry=metrics.REGISTRY,
-)
 
 _TRAFFIC = {
     OutcomeKind.CONNECT_FAILED: Traffic.REFUSED,
@@ -337,7 +323,7 @@ class ServiceController:
             for a in actions:
                 if isinstance(a, PersistState):
                     self._state_file.save(self.service.name, a.active, a.epoch)
-                    STATE_WRITE_ALARM.labels(self.service.name).set(0)
+                    metrics.STATE_WRITE_ALARM.labels(self.service.name).set(0)
         except StateFileError as exc:
             self.machine = before
             self._state_write_failed(event, exc, operator)
@@ -347,8 +333,8 @@ class ServiceController:
 
     def _state_write_failed(self, event: Event, exc: StateFileError, operator: bool) -> None:
         name, m = self.service.name, self.machine
-        STATE_WRITE_FAILURES.labels(name).inc()
-        STATE_WRITE_ALARM.labels(name).set(1)
+        metrics.STATE_WRITE_FAILURES.labels(name).inc()
+        metrics.STATE_WRITE_ALARM.labels(name).set(1)
         kept = f"{m.state.value} with {m.active} active at epoch {m.epoch}"
         if isinstance(event, PromotionSucceeded):
             then = "the promotion is counted as failed"

@@ -152,3 +152,23 @@ REPLICATION_LAG = Gauge(
 def code_class(status: int) -> str:
     """200 -> '2xx'. The only form a status takes in a label."""
     return f"{status // 100}xx"
+
+# -- the router's own state (controller.py, admin.py) -----------------------------------
+STATE_WRITE_FAILURES = Counter(
+    "hotspare_state_write_failures_total",
+    "State-file writes that failed (the change they carried was not made).",
+    ["service"],
+    registry=REGISTRY,
+)
+STATE_WRITE_ALARM = Gauge(
+    "hotspare_state_write_alarm",
+    "1 while the last state-file write of the service failed; 0 once a write succeeds.",
+    ["service"],
+    registry=REGISTRY,
+)
+RELOAD_FAILURES = Counter(
+    "hotspare_reload_failures_total",
+    "Reloads refused (SIGHUP or POST /v1/reload); the running config was kept.",
+    ["cause"],  # config | state_file
+    registry=REGISTRY,
+)

@@ -260,7 +260,8 @@ class Router:
                 self._sites.append(site)
                 listeners.append(_sockname(runner))
             ahost, aport = parse_hostport(config.admin.listen)
-            self._admin_runner = web.AppRunner(build_admin_app(self), handle_signals=False, access_log=None)
+            self._admin_runner = web.AppRunner(build_admin_app(self), handle_signals=False, access_log=None,
+                                               keepalive_timeout=config.limits.keepalive_timeout)
             await self._admin_runner.setup()
             await web.TCPSite(self._admin_runner, ahost, aport, reuse_address=True).start()
             admin = _sockname(self._admin_runner)

@@ -122,7 +122,7 @@ def test_promtool_check_rules_and_config() -> None:
     prom = DEPLOY / "prometheus"
     result = run([tool, "check", "rules", "hotspare-rules.yml"], cwd=prom)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 9 rules found" in result.stdout + result.stderr
+    assert "SUCCESS: 12 rules found" in result.stdout + result.stderr
     result = run([tool, "check", "config", "prometheus.yml"], cwd=prom)
     assert result.returncode == 0, result.stdout + result.stderr
 
