@@ -94,7 +94,7 @@ from .errors import (
 from .headers import connection_tokens, request_headers, response_headers, sane_request_id
 from .hold import Refusal, refusal_reply, replay_refusal_reason
 from .routes import ServiceRuntime, ServiceTable
-from .targets import ALLOW, Answer, Target, parse_target
+from .targets import ALLOW, Answer, Target, check_host, parse_target
 from .upstream import CONNECTION_REUSED, translate
 from .websocket import proxy_websocket
 
@@ -229,6 +229,8 @@ class Proxy:
         try:
             version = request.version
             target = parse_target(request.method, request.raw_path, (version.major, version.minor))
+            if not isinstance(target, Answer) and "Host" in headers:
+                target = check_host(headers.getall("Host")) or target
             if isinstance(target, Answer):
                 status = target.status
                 return _own_answer(target, request_id)

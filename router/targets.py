@@ -13,7 +13,9 @@ Rules:
 4. CONNECT (authority-form) is 405: the router opens no tunnels to anywhere.
 5. asterisk-form (``*``) belongs to OPTIONS, which the router answers itself (200 with
    Allow); with any other method it is 400.
-6. Anything else is 400: a target that does not start with "/" would let the upstream
+6. Host (RFC 9112 §3.2): more than one, or one that is not a host[:port], is 400; an
+   HTTP/1.1 request without one is 400 (the proxy checks, once absolute-form is known).
+7. Anything else is 400: a target that does not start with "/" would let the upstream
    URL be read as a different host (``@host:port``). Control bytes, space and ``#`` are
    refused wherever they are. The upstream URL is built from parts (the backend's
    origin, its base path and this path), never by joining strings.
@@ -24,7 +26,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["ALLOW", "Answer", "Target", "parse_target"]
+__all__ = ["ALLOW", "Answer", "Target", "check_host", "parse_target"]
 
 ALLOW = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"
 _BAD_BYTES = re.compile(r"[\x00-\x20\x7f#]")
@@ -87,3 +89,12 @@ def parse_target(method: str, raw: str, version: tuple[int, int]) -> Target | An
     if rest.startswith("?"):
         rest = "/" + rest
     return _origin(rest or "/", authority)
+
+
+def check_host(values: list[str]) -> Answer | None:
+    """Rule 6: the request's Host header lines, or the refusal they earn."""
+    if len(values) > 1:
+        return Answer(400, "bad_host", "bad request: more than one Host header")
+    if values and values[0] and not _AUTHORITY.fullmatch(values[0]):
+        return Answer(400, "bad_host", "bad request: the Host header is not a valid host[:port]")
+    return None

@@ -136,6 +136,8 @@ async def test_targets_that_are_not_origin_form_never_reach_a_backend(router, ba
         "GET * HTTP/1.1": 400,
         "GET /\r\n": 400,  # HTTP/0.9: never forwarded
         "GET / HTTP/2.0": 505,
+        "GET / HTTP/1.1\r\nHost: y": 400,  # two Host lines
+        "GET / HTTP/1.1\r\nX-A: 1\r\nHost: a@b": 400,  # (two again, and not a host)
     }
     for line, want in cases.items():
         answer = await raw(port, f"{line}\r\nHost: x\r\n\r\n".encode())
