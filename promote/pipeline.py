@@ -39,10 +39,11 @@ from .audit import AuditLog
 from .config import Step
 from .decide import Action, Alarm, Backoff, Finish, Outcome, RunDecider, RunStep, StepPolicy
 from .errors import StepFailed
-from .redact import Redactor, step_secrets
+from .redact import Redactor, redact_dsn, step_secrets
+from .sql.match import describe_match, sql_match
+from .sql.step import run_sql
 from .step_exec import exec_argv, run_exec
 from .step_http import agent_request, http_request, run_agent, run_http, run_wait_healthy
-from .step_sql import describe_match, redact_dsn, run_sql, sql_match
 from .templates import render
 
 __all__ = ["Pipeline", "PromotionContext", "PromotionResult", "StepResult"]

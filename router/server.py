@@ -23,70 +23,33 @@ Rules:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
 import logging
-import signal
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from aiohttp import web
 
 from promote.audit import AuditLog
+from router.admin.api import build_admin_app
+from router.admin.control import BackendStatistics, RouterStatistics, ServiceStatistics
+from router.failover.controller import ServiceController
+from router.failover.director import Director
+from router.failover.state import ServiceState, StateFile
+from router.proxy.accesslog import AccessLog
+from router.proxy.handler import Proxy
+from router.proxy.limits import GuardedServer
+from router.proxy.listeners import make_redirect_handler, server_ssl_context
+from router.proxy.rewrite import Rewriter
+from router.proxy.routes import ServiceRuntime, ServiceTable, client_timeout, make_target
+from router.proxy.upstream import BackendPool, PoolKey, pool_key
 
 from . import metrics
-from .accesslog import AccessLog
-from .admin import ApiError, build_admin_app, reload_from_source
-from .config import Config, LogConfig, ServiceConfig, load_config, parse_hostport
-from .controller import ServiceController
-from .director import Director
+from .config import Config, ServiceConfig, parse_hostport
 from .errors import StateFileError
-from .limits import GuardedServer
-from .listeners import make_redirect_handler, server_ssl_context
-from .proxy import Proxy
-from .rewrite import Rewriter
-from .routes import ServiceRuntime, ServiceTable, client_timeout, make_target
-from .state import ServiceState, StateFile
-from .upstream import BackendPool, PoolKey, pool_key
 
-__all__ = [
-    "BackendStatistics",
-    "BoundAddresses",
-    "Router",
-    "RouterStatistics",
-    "ServiceStatistics",
-    "add_arguments",
-    "run",
-]
+__all__ = ["BoundAddresses", "Router"]
 
 log = logging.getLogger("hotspare.router")
-
-
-@dataclass(frozen=True, slots=True)
-class BackendStatistics:
-    name: str
-    url: str
-    healthy: bool | None  # None: not probed
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceStatistics:
-    name: str
-    active: str
-    epoch: int
-    state: str
-    backends: tuple[BackendStatistics, ...]
-    alarms: tuple[str, ...] = ()  # newest last; raised by the failover controller
-
-
-@dataclass(frozen=True, slots=True)
-class RouterStatistics:
-    services: tuple[ServiceStatistics, ...]
-    # Promotion runs a previous router left without an end (it died mid-promotion):
-    # "run <id> of <service> <old>-><new> epoch <n> stopped during step <i>. <name>".
-    unfinished_promotions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,76 +324,3 @@ def _sockname(runner: web.BaseRunner) -> tuple[str, int]:
 
 
 # -- the process ------------------------------------------------------------------------
-
-
-def setup_logging(cfg: LogConfig) -> None:
-    handler: logging.Handler
-    if cfg.error_log == "-":
-        handler = logging.StreamHandler(sys.stderr)
-    else:
-        handler = logging.FileHandler(cfg.error_log)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("hotspare")
-    for h in list(root.handlers):
-        root.removeHandler(h)
-    root.addHandler(handler)
-    root.setLevel(cfg.level.upper())
-    root.propagate = False
-
-
-async def serve(config: Config, path: Path) -> int:
-    try:
-        router = Router(config)
-    except StateFileError as exc:
-        log.critical("cannot start: %s", exc)
-        print(f"hotspare router: cannot start: {exc}", file=sys.stderr)
-        return 1
-    await router.start()
-    loop = asyncio.get_running_loop()
-    wake = asyncio.Event()
-    flags = {"stop": False, "reload": False}
-
-    def on_signal(name: str) -> None:  # only sets flags
-        flags[name] = True
-        wake.set()
-
-    loop.add_signal_handler(signal.SIGTERM, on_signal, "stop")
-    loop.add_signal_handler(signal.SIGINT, on_signal, "stop")
-    loop.add_signal_handler(signal.SIGHUP, on_signal, "reload")
-    router.failed.add_done_callback(lambda _: on_signal("stop"))
-    try:
-        while not flags["stop"]:
-            await wake.wait()
-            wake.clear()
-            if flags["reload"] and not flags["stop"]:
-                flags["reload"] = False
-                # The same path as POST /v1/reload: a refusal is logged and alarmed there,
-                # and never stops the router.
-                with contextlib.suppress(ApiError):
-                    await reload_from_source(router, "SIGHUP")
-        log.info("stopping: no new connections; in-flight requests get %ss", config.shutdown_grace)
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.remove_signal_handler(sig)
-        await router.stop()
-    if router.failed.done():
-        log.critical("stopped: a failover controller failed (%s)", router.failed.result())
-        return 1
-    log.info("stopped")
-    return 0
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-c", "--config", required=True, type=Path, help="the deployment file (YAML)")
-
-
-def run(args: argparse.Namespace) -> int:
-    config = load_config(args.config)  # ConfigError -> exit 2 in cli.main, nothing started
-    setup_logging(config.log)
-    loop_factory = None
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        loop_factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(serve(config, args.config))

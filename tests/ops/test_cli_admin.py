@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from router.cli import main
-from router.cli_admin import format_status
+from router.cli.client import format_status
+from router.cli.main import main
 
 TOKEN = "s3cret-admin"
 REPO = Path(__file__).resolve().parents[2]

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from router import config_docs
+from router.cli import config_docs
 from router.config import Config
 
 
 def test_configuration_reference_is_up_to_date() -> None:
     current = config_docs.OUTPUT.read_text(encoding="utf-8")
     assert current == config_docs.generate(), (
-        "docs/configuration.md is out of date: run `python -m router.config_docs`"
+        "docs/configuration.md is out of date: run `python -m router.cli.config_docs`"
     )
 
 

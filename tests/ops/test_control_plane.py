@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-import router.controller as controller_mod
+import router.failover.controller as controller_mod
 from router import metrics
 from tests.helpers import wait_for
 

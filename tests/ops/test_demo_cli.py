@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from hotspare.demo.app import DEMO_PASSWORD
-from hotspare.demo.cli import build_config, pick_ports
+from router.cli.demo import build_config, pick_ports
 from router.config import parse_config
 from tests.helpers import wait_for
 

@@ -6,7 +6,7 @@ import re
 from html.parser import HTMLParser
 from typing import Any
 
-from router.statuspage import render_status_page, spare_readiness
+from router.admin.page import render_status_page, spare_readiness
 
 
 def snapshot(**service_overrides: Any) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from router.statuspage import REFRESH_SECONDS
+from router.admin.page import REFRESH_SECONDS
 from tests.helpers import wait_for
 from tests.ops.kit import running_router, write_config
 

@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from router.apache_import import import_apache
+from router.cli.import_apache import import_apache
 from router.config import parse_config
 
 from .conftest import Apache, Backend

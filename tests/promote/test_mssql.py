@@ -1,6 +1,6 @@
 """SQL Server support, tested as far as possible WITHOUT a server (none can run here):
 statement building, spid validation, and the clear failure when pyodbc is missing.
-The statements themselves are documented in promote/sql_mssql.py."""
+The statements themselves are documented in promote/sql/mssql.py."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from promote.errors import StepFailed
 from promote.pipeline import Pipeline
-from promote.sql_mssql import find_statement, kill_statement, validate_spid
+from promote.sql.mssql import find_statement, kill_statement, validate_spid
 
 from .conftest import make_ctx, make_step
 

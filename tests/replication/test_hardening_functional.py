@@ -273,7 +273,7 @@ async def test_epoch_from_a_caller_is_believed_only_as_far_as_the_router_shows(
 
 
 async def test_status_poll_carries_no_authorization_header(tmp_path: Path) -> None:
-    from replication.cli_agent import build_options
+    from router.cli.agent import build_options
     from router.config import load_config
 
     async with fake_router() as router:
@@ -331,7 +331,7 @@ async def test_agents_over_tls_with_a_self_signed_certificate(tmp_path: Path, se
     import ssl
 
     from replication.agent import Agent
-    from replication.cli_agent import build_options
+    from router.cli.agent import build_options
     from router.config import load_config
 
     cert, key = self_signed

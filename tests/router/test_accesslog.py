@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from router.accesslog import AccessLog, AccessRecord
+from router.proxy.accesslog import AccessLog, AccessRecord
 from tests.helpers import wait_for
 
 from .conftest import svc

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from router.apache import ApacheConfigError, load_apache_config, parse_text, translate
-from router.apache_import import import_apache, run
+from router.cli.import_apache import import_apache, run
 from router.config import Config, load_config, parse_config
 
 DATA = Path(__file__).parent / "data" / "apache"

@@ -12,9 +12,9 @@ import pytest
 from aiohttp import web
 
 from router.config import Config, parse_config
-from router.controller import MustHold, ServiceController
-from router.director import NoRoute, Outcome, OutcomeKind
-from router.state import StateFile
+from router.failover.controller import MustHold, ServiceController
+from router.failover.director import NoRoute, Outcome, OutcomeKind
+from router.failover.state import StateFile
 from tests.helpers import wait_for
 
 
@@ -140,7 +140,7 @@ async def test_spare_dead_when_the_active_dies_no_failover_503(tmp_path: Path, a
 async def test_a_late_event_is_dropped_and_apply_refuses_at_once(
     tmp_path: Path, apps: tuple[App, App], caplog: pytest.LogCaptureFixture
 ) -> None:
-    from router.failover import AdminSwitchover, PromotionSucceeded, Refused
+    from router.failover.machine import AdminSwitchover, PromotionSucceeded, Refused
 
     a, b = apps
     ctl, task = await start(config(tmp_path, a, b))

@@ -7,7 +7,7 @@ import pytest
 
 from router.causes import Cause
 from router.config import parse_config
-from router.detector import (
+from router.health.detector import (
     Detector,
     DetectorSettings,
     Health,

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from router.causes import Cause
-from router.failover import (
+from router.failover.diagram import render
+from router.failover.machine import (
     TRANSITIONS,
     AbortInflight,
     Action,
@@ -45,7 +46,6 @@ from router.failover import (
     Timer,
     TimerFired,
 )
-from router.failover_diagram import render
 
 REPO = Path(__file__).resolve().parents[2]
 SETTINGS = FailoverSettings(backends=("a", "b"), hold_down=300.0, hold_max_time=10.0, retry_after=5)
@@ -320,8 +320,8 @@ def test_diagram_in_docs_is_generated_from_the_table() -> None:
         assert state.name in text
     assert "PROMOTING --> ACTIVE: PromotionSucceeded" in text
     assert (REPO / "docs" / "failover-states.md").read_text() == text, (
-        "docs/failover-states.md is stale: run python -m router.failover_diagram > docs/failover-states.md"
+        "docs/failover-states.md is stale: run python -m router.failover.diagram > docs/failover-states.md"
     )
-    out = subprocess.run([sys.executable, "-m", "router.failover_diagram"],
+    out = subprocess.run([sys.executable, "-m", "router.failover.diagram"],
                          capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout == text

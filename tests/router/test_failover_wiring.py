@@ -19,8 +19,8 @@ from aiohttp import web
 
 from router import metrics
 from router.errors import StateFileError
-from router.failover import AdminSwitchover
-from router.hold import Refusal
+from router.failover.hold import Refusal
+from router.failover.machine import AdminSwitchover
 from router.server import Router
 from tests.helpers import wait_for
 

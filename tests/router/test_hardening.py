@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from router import metrics
-from router.detector import Health
+from router.health.detector import Health
 from router.server import Router
 
 from .conftest import echo_headers, svc

@@ -5,13 +5,13 @@ from __future__ import annotations
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from router.config import parse_config
-from router.headers import (
+from router.proxy.headers import (
     connection_tokens,
     request_headers,
     response_headers,
     sane_request_id,
 )
-from router.rewrite import Rewriter
+from router.proxy.rewrite import Rewriter
 
 
 def _h(*pairs: tuple[str, str]) -> CIMultiDictProxy[str]:

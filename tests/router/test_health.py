@@ -13,8 +13,8 @@ from aiohttp import web
 from router import metrics
 from router.causes import Cause
 from router.config import ServiceConfig, parse_config
-from router.detector import Health, ProbeFailure, Traffic, Transition
-from router.health import HealthChecker
+from router.health.detector import Health, ProbeFailure, Traffic, Transition
+from router.health.probes import HealthChecker
 from tests.helpers import wait_for
 
 

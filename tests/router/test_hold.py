@@ -1,25 +1,11 @@
-"""The hold queue's bookkeeping, the replay rule and the refusal page: pure functions
-and a fake clock."""
+"""The hold queue's bookkeeping: pure, with a fake clock."""
 
 from __future__ import annotations
 
 import pytest
 
 from router.config import FailoverConfig
-from router.hold import (
-    Admitted,
-    HoldLimits,
-    HoldQueue,
-    Refusal,
-    may_replay,
-    refusal_reply,
-    replay_refusal_reason,
-    switching_page,
-    wants_html,
-)
-
-SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
-BUF = 64 * 1024
+from router.failover.hold import Admitted, HoldLimits, HoldQueue, Refusal
 
 
 def queue(max_requests: int = 3, max_bytes: int = 100, max_time: float = 10.0) -> HoldQueue[int]:
@@ -88,73 +74,3 @@ def test_admitting_a_key_twice_or_a_negative_size_is_a_bug() -> None:
         q.admit(1, 0, 0.0)
     with pytest.raises(ValueError, match="size: expected bytes >= 0, got -1"):
         q.admit(2, -1, 0.0)
-
-
-@pytest.mark.parametrize(
-    ("method", "idem", "body", "sent", "expected"),
-    [
-        # Never sent (connect failed): anything goes, even an unkept body.
-        ("POST", False, None, False, True),
-        ("DELETE", False, 10**9, False, True),
-        # Maybe sent: safe methods with a kept body.
-        ("GET", False, 0, True, True),
-        ("get", False, 0, True, True),
-        ("HEAD", False, 0, True, True),
-        ("OPTIONS", False, 0, True, True),
-        # Maybe sent: unsafe methods only with an Idempotency-Key.
-        ("POST", False, 100, True, False),
-        ("POST", True, 100, True, True),
-        ("PUT", True, BUF, True, True),
-        # ... and only if the body is kept and fits.
-        ("POST", True, BUF + 1, True, False),
-        ("POST", True, None, True, False),
-        ("GET", False, None, True, False),
-    ],
-)
-def test_replay_rule(method: str, idem: bool, body: int | None, sent: bool, expected: bool) -> None:
-    assert may_replay(method, idem, body, sent, SAFE, BUF) is expected
-    reason = replay_refusal_reason(method, idem, body, sent, SAFE, BUF)
-    assert (reason is None) is expected
-
-
-def test_replay_refusal_reasons_explain_themselves() -> None:
-    assert "Idempotency-Key" in (replay_refusal_reason("POST", False, 10, True, SAFE, BUF) or "")
-    assert "65536-byte replay buffer" in (replay_refusal_reason("GET", False, None, True, SAFE, BUF) or "")
-
-
-@pytest.mark.parametrize(
-    ("accept", "expected"),
-    [
-        ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", True),
-        ("text/html;q=0", False),
-        ("application/json", False),
-        ("*/*", False),
-        (None, False),
-        ("", False),
-        ("TEXT/HTML", True),
-        ("text/*;q=0.5", True),
-        ("text/html;q=abc", False),
-    ],
-)
-def test_wants_html(accept: str | None, expected: bool) -> None:
-    assert wants_html(accept) is expected
-
-
-def test_switching_page_refreshes_itself_and_escapes_the_name() -> None:
-    page = switching_page("<lib>", 5)
-    assert '<meta http-equiv="refresh" content="5">' in page
-    assert "&lt;lib&gt; is switching to its standby server" in page
-    assert "<lib>" not in page
-    assert "1 second." in switching_page("x", 0)  # never refresh in a loop at 0s
-
-
-def test_refusal_reply_html_and_text() -> None:
-    r = Refusal(503, 7, "hold queue full (3 requests)")
-    browser = refusal_reply(r, "library", "text/html")
-    assert browser.status == 503
-    assert dict(browser.headers)["Retry-After"] == "7"
-    assert dict(browser.headers)["Content-Type"] == "text/html; charset=utf-8"
-    assert b'content="7"' in browser.body
-    api = refusal_reply(r, "library", "application/json")
-    assert dict(api.headers)["Content-Type"] == "text/plain; charset=utf-8"
-    assert api.body == b"library is switching to its standby server (hold queue full (3 requests)); retry in 7 s\n"

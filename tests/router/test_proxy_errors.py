@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from router import metrics
-from router.director import Outcome, OutcomeKind
+from router.failover.director import Outcome, OutcomeKind
 
 from .conftest import read_response, svc
 

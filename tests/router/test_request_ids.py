@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from router.headers import new_request_id, sane_request_id
+from router.proxy.headers import new_request_id, sane_request_id
 
 
 def test_ids_are_unique_plain_and_24_hex_digits() -> None:
@@ -26,7 +26,7 @@ def test_a_client_id_is_kept_and_a_bad_one_replaced() -> None:
 
 
 def test_two_processes_do_not_share_a_prefix() -> None:
-    code = "from router.headers import new_request_id as n; print(n())"
+    code = "from router.proxy.headers import new_request_id as n; print(n())"
     a, b = (subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.strip()
             for _ in range(2))
     assert a[:16] != b[:16], (a, b)

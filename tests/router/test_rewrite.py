@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from router.config import parse_config
-from router.rewrite import Rewriter
+from router.proxy.rewrite import Rewriter
 
 
 def _rw(urls: list[str], **rewrite: object) -> Rewriter:

@@ -1,12 +1,11 @@
-"""Unit tests of service lookup and the static Director (no sockets)."""
+"""Unit tests of service lookup (no sockets)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from router.config import parse_config
-from router.director import Director, Outcome, OutcomeKind, Route
-from router.routes import ServiceTable, normalize_host
+from router.proxy.routes import ServiceTable, normalize_host
 
 
 def _table(services: list[dict[str, Any]]) -> ServiceTable:
@@ -48,19 +47,3 @@ def test_lookup_without_catch_all_misses() -> None:
     t = _table([_svc("api", "/api", ["lib.example"])])
     assert t.lookup("lib.example", "/") is None
     assert t.lookup("other", "/api") is None
-
-
-def test_static_director() -> None:
-    cfg = parse_config(
-        {
-            "listen": ["127.0.0.1:0"],
-            "services": [{"name": "s", "backends": [{"name": "a", "url": "http://127.0.0.1:1"}, {"name": "b", "url": "http://127.0.0.1:2"}]}],
-        }
-    )
-    d = Director(cfg.services[0])
-    assert d.route() == Route(cfg.services[0].backends[0], 0)
-    d.report("a", Outcome(OutcomeKind.CONNECT_FAILED))
-    assert d.route().backend.name == "a"
-    snap = d.snapshot()
-    assert (snap.active, snap.epoch, snap.state) == ("a", 0, "active")
-    assert [b.name for b in snap.backends] == ["a", "b"]

@@ -12,7 +12,7 @@ import pytest
 
 from router.config import ServiceConfig, parse_config
 from router.errors import StateFileError
-from router.state import ServiceState, StateFile
+from router.failover.state import ServiceState, StateFile
 
 
 def services() -> list[ServiceConfig]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from router.targets import Answer, Target, check_host, parse_target
+from router.proxy.targets import Answer, Target, check_host, parse_target
 
 
 @pytest.mark.parametrize(("method", "raw", "version", "want"), [

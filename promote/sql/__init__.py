@@ -1,0 +1,1 @@
+"""The ``sql`` step: ending the old active's database sessions (PostgreSQL; SQL Server)."""

@@ -1,0 +1,212 @@
+"""The status page at the admin root: ``render_status_page(snapshot) -> str``.
+
+Rules:
+
+1. The page is drawn from exactly the JSON that ``GET /v1/status`` returns, so the page
+   and the API can never disagree. Keys beyond DESIGN.md's minimum (``name``, ``active``,
+   ``epoch``, ``state``, ``backends[].name/url/healthy``) are optional; a missing one
+   shows as a dash, never as an error.
+2. No external assets: styles and the refresh script are inline; the page works
+   offline, behind a proxy and on a laptop with no network.
+3. It refreshes itself every ``REFRESH_SECONDS``: a small script fetches the page again
+   and swaps the ``#status`` block (no flicker, the scroll position stays); without
+   JavaScript a ``<noscript>`` meta refresh does the same. If the router stops
+   answering, the page says so instead of freezing on stale data.
+4. Every value from the snapshot is HTML-escaped: backend names and event messages come
+   from config files and logs, not from us.
+
+Optional snapshot keys understood here (``/v1/status`` may add more)::
+
+    {"generated_at": 1700000000.0,                 # unix seconds
+     "services": [{
+        "name": "app", "active": "a", "epoch": 3, "state": "active",
+        "held_requests": 0, "fencing_on_hold": false,
+        "spare": {"name": "b", "ready": true, "reasons": []},
+        "backends": [{"name": "a", "url": "http://...", "healthy": true,
+                      "role": "active", "last_probe": {"ok": true, "at": 1700000000.0,
+                      "detail": "200 in 3 ms"},
+                      "replication": {"lag_seconds": 0.4, "roots": {"jobs": 0.4}}}],
+        "events": [{"at": 1700000000.0, "kind": "failover", "message": "..."}]}],
+     "events": [...]}                              # router-wide events
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from string import Template
+from typing import Any
+
+__all__ = [
+    "REFRESH_SECONDS",
+    "SPARE_LAG_WARN_SECONDS",
+    "backend_lag",
+    "format_lag",
+    "render_status_page",
+    "spare_readiness",
+]
+
+REFRESH_SECONDS = 2
+# A spare whose files are further behind than this is shown as "behind", not "ready".
+SPARE_LAG_WARN_SECONDS = 30.0
+MAX_EVENTS = 20
+
+_STATE_CLASS = {"active": "ok", "promoting": "warn", "degraded": "bad", "fence_hold": "bad"}
+
+
+def _e(value: object) -> str:
+    return html.escape("—" if value is None or value == "" else str(value), quote=True)
+
+
+def _fmt_time(ts: object) -> str:
+    if not isinstance(ts, (int, float)) or isinstance(ts, bool):
+        return "—"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def format_lag(lag: object) -> str:
+    if not isinstance(lag, (int, float)) or isinstance(lag, bool):
+        return "—"
+    if lag < 1:
+        return f"{lag * 1000:.0f} ms"
+    if lag < 120:
+        return f"{lag:.1f} s"
+    return f"{lag / 60:.1f} min"
+
+
+def backend_lag(backend: Mapping[str, Any]) -> float | None:
+    repl = backend.get("replication")
+    if isinstance(repl, Mapping):
+        lag = repl.get("lag_seconds")
+        if isinstance(lag, (int, float)) and not isinstance(lag, bool):
+            return float(lag)
+        roots = repl.get("roots")
+        if isinstance(roots, Mapping):
+            lags = [float(v) for v in roots.values() if isinstance(v, (int, float))]
+            if lags:
+                return max(lags)
+    return None
+
+
+def spare_readiness(service: Mapping[str, Any]) -> tuple[str | None, bool, list[str]]:
+    """(spare name, ready?, reasons it is not). Uses ``service["spare"]`` when the router
+    gives it; otherwise derives it: a spare is ready when it passes its health checks and
+    its files are no more than ``SPARE_LAG_WARN_SECONDS`` behind."""
+    given = service.get("spare")
+    if isinstance(given, Mapping):
+        reasons = [str(r) for r in given.get("reasons") or []]
+        return (given.get("name"), bool(given.get("ready")), reasons)
+    active = service.get("active")
+    spares = [b for b in service.get("backends") or [] if b.get("name") != active]
+    if not spares:
+        return (None, False, ["no spare configured"])
+    spare = spares[0]
+    reasons = []
+    if spare.get("healthy") is None:
+        reasons.append("not probed yet")
+    elif not spare.get("healthy"):
+        reasons.append("failing its health checks")
+    lag = backend_lag(spare)
+    if lag is not None and lag > SPARE_LAG_WARN_SECONDS:
+        reasons.append(f"files {format_lag(lag)} behind")
+    return (spare.get("name"), not reasons, reasons)
+
+
+def _backend_rows(service: Mapping[str, Any]) -> str:
+    rows = []
+    active = service.get("active")
+    for b in service.get("backends") or []:
+        is_active = b.get("name") == active
+        role = b.get("role") or ("active" if is_active else "spare")
+        healthy = b.get("healthy")
+        health = "up" if healthy else ("down" if healthy is not None else "—")
+        health_cls = "ok" if healthy else "bad"
+        probe = b.get("last_probe") if isinstance(b.get("last_probe"), Mapping) else {}
+        probe_text = _e(probe.get("detail")) if probe else "—"
+        if probe and probe.get("at") is not None:
+            probe_text += f' <span class="dim">at {_e(_fmt_time(probe.get("at")))}</span>'
+        lag = None if is_active else backend_lag(b)
+        rows.append(
+            f'<tr class="{"active" if is_active else ""}" data-backend="{_e(b.get("name"))}">'
+            f"<td>{_e(b.get('name'))}{' ★' if is_active else ''}</td>"
+            f"<td>{_e(role)}</td>"
+            f'<td class="{health_cls}">{health}</td>'
+            f"<td><code>{_e(b.get('url'))}</code></td>"
+            f"<td>{probe_text}</td>"
+            f"<td>{_e(format_lag(lag)) if not is_active else 'source'}</td>"
+            "</tr>"
+        )
+    return "\n".join(rows)
+
+
+def _events(events: Iterable[Any]) -> str:
+    items = [e for e in events if isinstance(e, Mapping)]
+    items.sort(key=lambda e: e.get("at") or 0, reverse=True)
+    if not items:
+        return '<p class="dim">No events yet.</p>'
+    lis = [
+        f'<li><span class="dim">{_e(_fmt_time(ev.get("at")))}</span> '
+        f'<b>{_e(ev.get("kind") or "event")}</b>'
+        f"{' [' + _e(ev.get('service')) + ']' if ev.get('service') else ''} "
+        f"{_e(ev.get('message'))}</li>"
+        for ev in items[:MAX_EVENTS]
+    ]
+    return '<ul class="events">' + "".join(lis) + "</ul>"
+
+
+def _service_section(service: Mapping[str, Any]) -> str:
+    state = str(service.get("state") or "unknown")
+    spare, ready, reasons = spare_readiness(service)
+    spare_text = (
+        f'<span class="ok">ready</span> ({_e(spare)})'
+        if ready
+        else f'<span class="bad">NOT ready</span> ({_e(spare)}: {_e("; ".join(reasons))})'
+    )
+    extra = []
+    held = service.get("held_requests")
+    if isinstance(held, int) and held > 0:
+        extra.append(f'<span class="warn">{held} request(s) held</span>')
+    if service.get("fencing_on_hold") or state == "fence_hold":
+        extra.append('<span class="bad">fencing on hold: operator action needed</span>')
+    return f"""
+<section class="service" data-service="{_e(service.get("name"))}">
+  <h2>{_e(service.get("name"))}
+    <span class="state {_STATE_CLASS.get(state, "warn")}">{_e(state.upper())}</span></h2>
+  <dl>
+    <dt>Active</dt><dd class="active-name">{_e(service.get("active"))}</dd>
+    <dt>Epoch</dt><dd>{_e(service.get("epoch"))}</dd>
+    <dt>Spare</dt><dd class="spare">{spare_text}</dd>
+  </dl>
+  {"<p>" + " · ".join(extra) + "</p>" if extra else ""}
+  <table>
+    <thead><tr><th>Backend</th><th>Role</th><th>Health</th><th>URL</th>
+      <th>Last probe</th><th>Replication lag</th></tr></thead>
+    <tbody>
+{_backend_rows(service)}
+    </tbody>
+  </table>
+  <h3>Recent events</h3>
+  {_events(service.get("events") or [])}
+</section>"""
+
+
+def render_status_page(snapshot: Mapping[str, Any]) -> str:
+    """The whole HTML page for one ``/v1/status`` snapshot."""
+    services = [s for s in snapshot.get("services") or [] if isinstance(s, Mapping)]
+    sections = "\n".join(_service_section(s) for s in services) or "<p>No services.</p>"
+    router_events = snapshot.get("events") or []
+    if router_events:
+        sections += "\n<section><h2>Router events</h2>" + _events(router_events) + "</section>"
+    generated = snapshot.get("generated_at")
+    template = Template(
+        resources.files("router.admin").joinpath("statuspage.html").read_text(encoding="utf-8")
+    )
+    return template.substitute(
+        refresh=REFRESH_SECONDS,
+        refresh_ms=REFRESH_SECONDS * 1000,
+        generated=_e(_fmt_time(generated if generated is not None else time.time())),
+        sections=sections,
+        title=_e(" / ".join(f"{s.get('name')}: {s.get('active')}" for s in services) or "hotspare"),
+    )

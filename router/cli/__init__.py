@@ -1,0 +1,1 @@
+"""Every command of ``hotspare`` and the one admin client."""

@@ -1,0 +1,1 @@
+"""Is a backend alive: the detector (pure hysteresis counters) and the probes."""

@@ -1,0 +1,269 @@
+"""Connections to backends: one keep-alive pool per backend, and the one place where
+aiohttp/OSError exceptions become ours.
+
+Rules:
+
+1. One ``aiohttp.ClientSession`` (one ``TCPConnector``) per distinct backend setting
+   (origin, TLS options, pool limits). A reload keeps pools whose settings did not change;
+   the others are retired and closed once their in-flight requests are done.
+2. The sessions do nothing on their own: no redirects, no cookies, no decompression, no
+   automatic headers (User-Agent, Accept, Accept-Encoding, Content-Type).
+3. :func:`translate` maps a low-level exception to an :class:`UpstreamError` saying
+   whether the request may have reached the backend (``sent``) and what to answer. A
+   request aiohttp cannot even encode is the client's fault (``RequestUnsendable``).
+4. Whether the last connection a request used was a reused keep-alive one is recorded
+   in the context variable :data:`CONNECTION_REUSED` (set by the pool's connector in the
+   requesting task): a backend that closes an idle keep-alive connection just as a
+   request goes out is a race, not a failure, and the proxy retries once on a fresh
+   connection (as HAProxy and nginx do).
+5. A backend that answers a WebSocket upgrade with anything but 101 has answered the
+   request: its answer (status, headers, a body up to 1 MiB) is kept in
+   :data:`WS_REFUSAL` for the client, and the connection stays plain HTTP.
+6. A bodiless answer (204, 304, or any answer to HEAD) that arrives with bytes after its
+   head keeps the answer and drops the bytes and the connection (as nginx does), instead
+   of failing the request on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import ssl
+import weakref
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp.client_proto import ResponseHandler
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from router.config import BackendConfig, PoolConfig
+from router.errors import (
+    RequestUnsendable,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamResetError,
+    UpstreamTimeout,
+)
+
+__all__ = ["CONNECTION_REUSED", "WS_REFUSAL", "BackendPool", "PoolKey", "UpgradeRefused", "pool_key", "translate"]
+
+CONNECTION_REUSED: contextvars.ContextVar[bool] = contextvars.ContextVar("hotspare_connection_reused", default=False)
+
+WS_REFUSAL_BODY_MAX = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class UpgradeRefused:
+    """A backend's plain answer to a WebSocket upgrade (rule 5): passed to the client."""
+
+    status: int
+    reason: str | None
+    headers: CIMultiDictProxy[str]
+    body: bytes | None  # None: over WS_REFUSAL_BODY_MAX
+
+
+WS_REFUSAL: contextvars.ContextVar[UpgradeRefused | None] = contextvars.ContextVar("hotspare_ws_refusal", default=None)
+
+
+async def _keep_refusal(_session: object, _ctx: object, params: aiohttp.TraceRequestEndParams) -> None:
+    """aiohttp's ws_connect drops a non-101 answer with its body; this trace hook (run in
+    the requesting task, before that check) keeps it for the client."""
+    resp = params.response
+    if resp.status == 101:
+        return
+    body = bytearray()
+    while len(body) <= WS_REFUSAL_BODY_MAX:
+        piece = await resp.content.read(65536)
+        if not piece:
+            break
+        body += piece
+    kept = bytes(body) if len(body) <= WS_REFUSAL_BODY_MAX else None
+    WS_REFUSAL.set(UpgradeRefused(resp.status, resp.reason, resp.headers, kept))
+
+
+_WS_TRACE = aiohttp.TraceConfig()
+_WS_TRACE.on_request_end.append(_keep_refusal)
+_WS_TRACE.freeze()
+
+
+_BODILESS = (b"204", b"304")
+
+
+class _ResponseHandler(ResponseHandler):
+    """aiohttp's connection protocol, with rule 6: bytes after a bodiless answer's head
+    are the backend's mistake, not a reason to lose the answer."""
+
+    def data_received(self, data: bytes) -> None:
+        if (
+            self._payload_parser is None
+            and not self._upgraded
+            and data[:5] == b"HTTP/"
+            and (self._skip_payload or data[9:12] in _BODILESS)
+        ):
+            end = data.find(b"\r\n\r\n")
+            if end != -1 and end + 4 < len(data):
+                data = data[: end + 4]
+                self._should_close = True  # never reused: what follows is unknowable
+        super().data_received(data)
+
+
+class _TrackingConnector(aiohttp.TCPConnector):
+    """A TCPConnector that tells the requesting task whether it got a reused connection."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self._factory = functools.partial(_ResponseHandler, loop=self._loop)  # type: ignore[assignment]
+        self._seen: weakref.WeakSet[object] = weakref.WeakSet()
+
+    async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:  # noqa: ASYNC109 - aiohttp signature
+        conn = await super().connect(req, traces, timeout)
+        proto = conn.protocol
+        reused = proto in self._seen
+        if not reused and proto is not None:
+            self._seen.add(proto)
+        CONNECTION_REUSED.set(reused)
+        return conn
+
+_SKIP_AUTO = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
+
+
+class _ProxyClientRequest(aiohttp.ClientRequest):
+    """aiohttp's request, minus its per-request rebuild of the skip list (sorted and
+    copied into two new multidicts for every request when ``skip_auto_headers`` is
+    set). The result is the same as with the session's ``skip_auto_headers``: no
+    automatic headers at all, and a body's own Content-Type is not added either."""
+
+    _SKIP: CIMultiDict[None] = CIMultiDict((h, None) for h in sorted(_SKIP_AUTO))
+
+    def update_auto_headers(self, skip_auto_headers: Iterable[str] | None) -> None:
+        self._skip_auto_headers = self._SKIP
+
+
+@dataclass(frozen=True, slots=True)
+class PoolKey:
+    origin: str
+    ca_file: str | None
+    verify_tls: bool
+    max_connections: int
+    keepalive_timeout: float
+
+
+def pool_key(backend: BackendConfig, pool: PoolConfig) -> PoolKey:
+    parts = urlsplit(backend.url)
+    return PoolKey(
+        origin=f"{parts.scheme}://{parts.netloc}",
+        ca_file=str(backend.ca_file) if backend.ca_file else None,
+        verify_tls=backend.verify_tls,
+        max_connections=pool.max_connections,
+        keepalive_timeout=pool.keepalive_timeout,
+    )
+
+
+def _ssl_context(key: PoolKey) -> ssl.SSLContext | bool:
+    if not key.origin.startswith("https:"):
+        return True  # unused for http
+    if not key.verify_tls:
+        return False
+    ctx = ssl.create_default_context(cafile=key.ca_file)
+    return ctx
+
+
+class BackendPool:
+    """The keep-alive pool of one backend setting, with an in-flight count so a retired
+    pool closes only after its last request."""
+
+    def __init__(self, key: PoolKey) -> None:
+        self.key = key
+        connector = _TrackingConnector(
+            limit=key.max_connections,
+            limit_per_host=0,
+            keepalive_timeout=key.keepalive_timeout,
+            ssl=_ssl_context(key),
+            enable_cleanup_closed=False,
+        )
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            skip_auto_headers=_SKIP_AUTO,
+            request_class=_ProxyClientRequest,
+            timeout=aiohttp.ClientTimeout(total=None),
+            trust_env=False,
+        )
+        self._ws_session: aiohttp.ClientSession | None = None
+        self.inflight = 0
+        self.retired = False
+        self._closed = asyncio.Event()
+
+    def acquire(self) -> None:
+        self.inflight += 1
+
+    def release(self) -> None:
+        self.inflight -= 1
+        if self.retired and self.inflight == 0:
+            self._closed.set()
+
+    def retire(self) -> None:
+        self.retired = True
+        if self.inflight == 0:
+            self._closed.set()
+
+    async def wait_idle(self) -> None:
+        await self._closed.wait()
+
+    @property
+    def ws_session(self) -> aiohttp.ClientSession:
+        """WebSocket upgrades: the same connections, plus the refusal hook (kept off the
+        plain session, where a trace would cost every request)."""
+        if self._ws_session is None:
+            self._ws_session = aiohttp.ClientSession(
+                connector=self.session.connector,
+                connector_owner=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,
+                skip_auto_headers=_SKIP_AUTO,
+                timeout=aiohttp.ClientTimeout(total=None),
+                trust_env=False,
+                trace_configs=[_WS_TRACE],
+            )
+        return self._ws_session
+
+    async def close(self) -> None:
+        if self._ws_session is not None:
+            await self._ws_session.close()
+        await self.session.close()
+
+
+def translate(exc: BaseException, backend: str) -> UpstreamError:
+    """Turn an exception raised while talking to ``backend`` into an UpstreamError."""
+    if isinstance(exc, UpstreamError):
+        return exc
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return UpstreamConnectError(f"backend {backend} connect timeout", status=504)
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return UpstreamConnectError(f"backend {backend} TLS certificate not trusted")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        why = exc.os_error.strerror or str(exc.os_error) if exc.os_error else str(exc)
+        return UpstreamConnectError(f"backend {backend} unreachable ({why.lower()})")
+    if isinstance(exc, aiohttp.ServerTimeoutError | asyncio.TimeoutError | TimeoutError):
+        return UpstreamTimeout(f"backend {backend} timed out")
+    if isinstance(exc, aiohttp.ClientResponseError):
+        # Raised by the response parser: bad status line, CL+TE, duplicate lengths...
+        return UpstreamProtocolError(f"backend {backend} sent a malformed response ({exc.message})")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return UpstreamResetError(f"backend {backend} broke off the response body")
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return UpstreamResetError(f"backend {backend} closed the connection")
+    if isinstance(exc, aiohttp.InvalidURL) or (isinstance(exc, ValueError | TypeError) and not isinstance(exc, OSError)):
+        # raised while encoding the request (UnicodeError is a ValueError): not sent
+        return RequestUnsendable(f"the request cannot be forwarded ({type(exc).__name__}: {str(exc)[:120]})")
+    if isinstance(exc, aiohttp.ClientOSError | OSError):
+        return UpstreamResetError(f"backend {backend} connection reset")
+    if isinstance(exc, aiohttp.ClientError):
+        return UpstreamResetError(f"backend {backend} failed ({type(exc).__name__})")
+    return UpstreamResetError(f"backend {backend} failed ({type(exc).__name__})")
