@@ -34,6 +34,7 @@ from router.admin.api import build_admin_app
 from router.admin.control import BackendStatistics, RouterStatistics, ServiceStatistics
 from router.failover.controller import ServiceController
 from router.failover.director import Director
+from router.failover.feed import EventFeed
 from router.failover.state import ServiceState, StateFile
 from router.proxy.accesslog import AccessLog
 from router.proxy.handler import Proxy
@@ -74,6 +75,7 @@ class Router:
             self.state_file.release()
             raise
         self.unfinished_promotions = _unfinished_runs(config)
+        self.events = EventFeed()  # every controller publishes here; observers read it
         self.controllers: dict[str, ServiceController] = {}
         self.directors: dict[str, Director] = {}
         self._controller_tasks: dict[str, asyncio.Task[None]] = {}
@@ -147,7 +149,7 @@ class Router:
                     f"{self.state_file.path}: service {sc.name!r} has active backend {initial.active!r}, "
                     f"which the config does not name"
                 )
-        ctl = ServiceController(config, sc, self.state_file, initial)
+        ctl = ServiceController(config, sc, self.state_file, initial, feed=self.events)
         name = sc.name
         # Requests waiting on a backend declared dead stop waiting at once (proxy rule).
         ctl.director.on_abort = lambda backend: self.proxy.abort_inflight(name, backend)

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from router.config import Config
 from router.failover.controller import ServiceController
+from router.failover.feed import EventFeed
 from router.failover.state import StateFile
 
 __all__ = ["BackendStatistics", "RouterControl", "RouterStatistics", "ServiceStatistics"]
@@ -55,6 +56,10 @@ class RouterControl(Protocol):
 
     @property
     def state_file(self) -> StateFile: ...
+
+    @property
+    def events(self) -> EventFeed:
+        """What happened, typed (router/failover/feed.py)."""
 
     def reload(self, config: Config) -> None:
         """Apply a new, validated config (the state check is the caller's)."""

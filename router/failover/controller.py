@@ -45,6 +45,7 @@ from router.health.detector import Health, Traffic, Transition
 from router.health.probes import HealthChecker
 
 from .director import BackendView, DirectorSnapshot, MustHold, NoRoute, Outcome, OutcomeKind, Route
+from .feed import EventFeed
 from .hold import Admitted, HoldLimits, HoldQueue, Refusal
 from .machine import (
     AbortInflight,
@@ -261,8 +262,10 @@ class ServiceController:
         initial: ServiceState,
         run_promotion: PromotionRunner | None = None,
         clock: Callable[[], float] = time.monotonic,
+        feed: EventFeed | None = None,
     ) -> None:
         self.service = service
+        self.feed = feed if feed is not None else EventFeed()  # what happened, typed (feed.py)
         self._state_file = state_file
         self._clock = clock
         f = service.failover
