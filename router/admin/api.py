@@ -45,10 +45,10 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from hotspare.causes import Cause
 from promote.audit import AuditLog
 from promote.redact import Redactor, step_secrets
 from router import metrics
-from router.causes import Cause
 from router.config import ServiceConfig, load_config
 from router.errors import ConfigError, StateFileError
 from router.failover.machine import (

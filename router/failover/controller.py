@@ -289,6 +289,8 @@ class ServiceController:
         self.alarms: list[str] = []
         self._last_run: PromotionOutcome | None = None
         self._retry: asyncio.TimerHandle | None = None
+        self._promotions = 0  # promotion tasks running
+        self._moved = asyncio.Event()  # set (and replaced) whenever the service may have settled
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -306,12 +308,37 @@ class ServiceController:
                         log.error("service %s: dropped %s: %s", self.service.name, type(event).__name__, exc)
                     except StateFileError:
                         pass  # rolled back and alarmed by _take; the service goes on
+                    self._nudge()
             finally:
                 for handle in self._timers.values():
                     handle.cancel()
                 if self._retry is not None:
                     self._retry.cancel()
                 self._tg = None
+
+    def settled(self) -> bool:
+        """At rest: no event queued, no promotion running, not PROMOTING (a service on
+        hold or degraded is at rest: it waits for a person or a probe)."""
+        return self._events.empty() and self._promotions == 0 and self.machine.state is not State.PROMOTING
+
+    async def wait_settled(self, timeout: float) -> bool:  # noqa: ASYNC109 - a bound, not a deadline API
+        """Return True once :meth:`settled`, False if ``timeout`` seconds pass first."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.settled():
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            try:
+                async with asyncio.timeout(left):
+                    await self._moved.wait()
+            except TimeoutError:
+                return self.settled()
+        return True
+
+    def _nudge(self) -> None:
+        moved, self._moved = self._moved, asyncio.Event()
+        moved.set()
 
     def submit(self, event: Event) -> None:
         """Queue an event (health, timers, promotion results). A refused one is logged."""
@@ -470,19 +497,23 @@ class ServiceController:
     # -- promotion ------------------------------------------------------------------------
 
     async def _promote(self, a: RunPromotion) -> None:
+        self._promotions += 1
         try:
-            result = await self._run_promotion(a)
-        except Exception as exc:  # a bug in a runner must not leave the service PROMOTING
-            log.exception("service %s: promotion of %s raised", self.service.name, a.new)
-            result = PromotionOutcome("failed", f"{type(exc).__name__}: {exc}")
-        self._last_run = result
-        now = self._clock()
-        if result.outcome == "promoted":
-            self.submit(PromotionSucceeded(now))
-        elif result.outcome == "fence_hold":
-            self.submit(PromotionOnHold(now, result.reason or "fencing failed"))
-        else:
-            self.submit(PromotionFailed(now, result.reason or "promotion failed"))
+            try:
+                result = await self._run_promotion(a)
+            except Exception as exc:  # a bug in a runner must not leave the service PROMOTING
+                log.exception("service %s: promotion of %s raised", self.service.name, a.new)
+                result = PromotionOutcome("failed", f"{type(exc).__name__}: {exc}")
+            self._last_run = result
+            now = self._clock()
+            if result.outcome == "promoted":
+                self.submit(PromotionSucceeded(now))
+            elif result.outcome == "fence_hold":
+                self.submit(PromotionOnHold(now, result.reason or "fencing failed"))
+            else:
+                self.submit(PromotionFailed(now, result.reason or "promotion failed"))
+        finally:
+            self._promotions -= 1  # its result is queued: settled once that is taken
 
     async def _default_promotion(self, a: RunPromotion) -> PromotionOutcome:
         """The configured pipeline, then a readiness wait: ``rise`` good probes in a row

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Literal
 
-from router.causes import Cause
+from hotspare.causes import Cause
 
 __all__ = [
     "AbortInflight",

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import ClassVar
 
-from router.causes import Cause
+from hotspare.causes import Cause
 
 __all__ = [
     "AlarmRaised",

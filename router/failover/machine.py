@@ -11,7 +11,7 @@ Rules:
    states that event may lead to. An event not in the table for the current state, or
    one the machine refuses (a switchover to an unhealthy backend), raises and changes
    nothing. The docs' diagram is drawn from the same table (``failover_diagram``).
-3. Every change of state carries a typed :class:`~router.causes.Cause`.
+3. Every change of state carries a typed :class:`~hotspare.causes.Cause`.
 4. The epoch is the fencing token. Every promotion attempt takes a new one and persists
    it (still on the old active) BEFORE the pipeline runs, as the pipeline expects: a
    token is never issued twice, even across a router crash. Success persists the new
@@ -39,7 +39,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from router.causes import Cause
+from hotspare.causes import Cause
 
 from .events import (
     AbortInflight,

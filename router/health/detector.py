@@ -41,7 +41,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from router.causes import Cause
+from hotspare.causes import Cause
 from router.config import ServiceConfig
 
 __all__ = [

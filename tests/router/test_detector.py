@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from router.causes import Cause
+from hotspare.causes import Cause
 from router.config import parse_config
 from router.health.detector import (
     Detector,

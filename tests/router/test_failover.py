@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from router.causes import Cause
+from hotspare.causes import Cause
 from router.failover.diagram import render
 from router.failover.machine import (
     TRANSITIONS,

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 import pytest
 from aiohttp import web
 
+from hotspare.causes import Cause
 from router import metrics
-from router.causes import Cause
 from router.config import ServiceConfig, parse_config
 from router.health.detector import Health, ProbeFailure, Traffic, Transition
 from router.health.probes import HealthChecker
