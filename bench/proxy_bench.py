@@ -9,6 +9,10 @@ table shows the median req/s, p50 and p99, and hotspare's req/s as a share of HA
 A direct wrk -> nginx row is printed for reference (nginx and wrk share one core there,
 so it is not a ceiling for the proxies).
 
+``--ab REF`` also runs the hotspare of git commit REF (checked out into the temp dir,
+run by the same .venv with PYTHONPATH pointing at it) as the target ``hs-REF``, in the same
+interleaved runs, on the same core: an A/B of a change that is robust to machine noise.
+
 Everything listens on 127.0.0.1 ports picked at start and is stopped at the end, also on
 error and Ctrl-C.
 """
@@ -49,6 +53,8 @@ class Ports:
     haproxy: int
     hotspare: int
     hotspare_admin: int
+    base: int = 0  # --ab: the other commit's hotspare
+    base_admin: int = 0
 
 
 def nginx_config(workdir: Path, port: int) -> str:
@@ -105,11 +111,11 @@ backend be
 """
 
 
-def hotspare_config(workdir: Path, ports: Ports) -> str:
+def hotspare_config(workdir: Path, ports: Ports, listen: int = 0, admin: int = 0, tag: str = "") -> str:
     return f"""\
-listen: ["127.0.0.1:{ports.hotspare}"]
-admin: {{listen: "127.0.0.1:{ports.hotspare_admin}"}}
-state_file: {workdir}/hotspare-state.json
+listen: ["127.0.0.1:{listen or ports.hotspare}"]
+admin: {{listen: "127.0.0.1:{admin or ports.hotspare_admin}"}}
+state_file: {workdir}/hotspare-state{tag}.json
 log: {{access_log: null, level: warning}}
 services:
   - name: app
@@ -131,6 +137,29 @@ def check_body(name: str, port: int, path: str, size: int) -> None:
         raise BenchError(f"{name}: GET {url} failed: {exc}") from None
     if status != 200 or len(body) != size:
         raise BenchError(f"{name}: GET {url} answered {status} with {len(body)} bytes, expected 200 with {size}")
+
+
+def checkout(ref: str, dest: Path) -> None:
+    """The tree of commit ``ref`` in ``dest`` (git archive: no worktree bookkeeping)."""
+    dest.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref], capture_output=True, check=False)
+    if archive.returncode != 0:
+        raise BenchError(f"git archive {ref}: {archive.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+
+
+def start_base(procs: Processes, workdir: Path, ports: Ports, ref: str) -> None:
+    tree = workdir / "base-tree"
+    checkout(ref, tree)
+    (workdir / "base.yaml").write_text(hotspare_config(workdir, ports, ports.base, ports.base_admin, "-base"))
+    procs.start(
+        f"hs-{ref}",
+        [sys.executable, "-m", "hotspare", "router", "-c", str(workdir / "base.yaml")],
+        port=ports.base,
+        cpu=PROXY_CPU,
+        env={**os.environ, "PYTHONPATH": str(tree)},
+        timeout=30.0,
+    )
 
 
 def start_all(procs: Processes, workdir: Path, ports: Ports, *, with_hotspare: bool) -> None:
@@ -200,6 +229,10 @@ def print_table(
             # than req/s: it is the throughput ratio a dedicated core would give.
             cost = statistics.median(cpu_us["haproxy"]) / statistics.median(cpu_us["hotspare"])
             print(f"HAProxy/hotspare CPU per request = {cost:.2f}  (the req/s ratio if both were CPU-bound on a quiet core)")
+    for name, costs in cpu_us.items():
+        if name.startswith("hs-") and costs and cpu_us.get("hotspare"):
+            ab = statistics.median(cpu_us["hotspare"]) / statistics.median(costs)
+            print(f"hotspare/{name} CPU per request = {ab:.2f}  (below 1: this tree is cheaper than {name[3:]})")
 
 
 def profile_hotspare(procs: Processes, port: int, seconds: float, out_dir: Path) -> None:
@@ -248,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         "--profile", type=float, metavar="SECONDS",
         help="instead of comparing, sample hotspare with py-spy under load for SECONDS per body",
     )
+    parser.add_argument("--ab", metavar="REF", help="also run the hotspare of git commit REF, interleaved")
     parser.add_argument("--profile-out", type=Path, default=Path(tempfile.gettempdir()),
                         help="where --profile keeps the raw collapsed stacks (default: the temp dir)")
     args = parser.parse_args(argv)
@@ -264,18 +298,23 @@ def main(argv: list[str] | None = None) -> int:
     require_program("taskset")
     sigterm_as_interrupt()
 
-    ports = Ports(free_port(), free_port(), free_port(), free_port())
+    ports = Ports(free_port(), free_port(), free_port(), free_port(),
+                  *((free_port(), free_port()) if args.ab else (0, 0)))
     targets = {"haproxy": ports.haproxy}
     if with_hotspare:
         targets["hotspare"] = ports.hotspare
+    if args.ab:
+        targets[f"hs-{args.ab}"] = ports.base
     if not args.no_direct:
         targets["direct"] = ports.nginx
 
     with tempfile.TemporaryDirectory(prefix="hotspare-proxy-bench-") as tmp, Processes(Path(tmp)) as procs:
         workdir = Path(tmp)
         start_all(procs, workdir, ports, with_hotspare=with_hotspare)
+        if args.ab:
+            start_base(procs, workdir, ports, args.ab)
         # The proxies' own processes (single-process, single-thread each).
-        pids = {p.name: p.pid for p in procs.procs if p.name in ("haproxy", "hotspare")}
+        pids = {p.name: p.pid for p in procs.procs if p.name in ("haproxy", "hotspare") or p.name.startswith("hs-")}
         if args.profile:
             if not with_hotspare:
                 parser.error("--profile needs hotspare")
