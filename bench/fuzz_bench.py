@@ -23,7 +23,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.procs import sigterm_as_interrupt
-from tests.router.fuzzgen import FuzzTarget, run_fuzz
+from tests.router.fuzzrun import FuzzTarget, run_fuzz
 from tests.router.fuzzstack import first_traceback
 
 

@@ -26,6 +26,7 @@ from aiohttp import web
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from hotspare.causes import Cause  # noqa: E402
 from promote.audit import AuditLog  # noqa: E402
 from promote.config import Step  # noqa: E402
 from promote.pipeline import Pipeline, PromotionContext  # noqa: E402
@@ -38,7 +39,7 @@ def ctx(**kw: Any) -> PromotionContext:
     base: dict[str, Any] = dict(
         service="app", old_name="a", old_url="http://127.0.0.1:1", old_address="127.0.0.2",
         old_agent=None, new_name="b", new_url="http://127.0.0.1:1", new_agent=None,
-        new_health_url="http://127.0.0.1:1/health", epoch=1, cause="BENCH", trigger="manual",
+        new_health_url="http://127.0.0.1:1/health", epoch=1, cause=Cause.ADMIN, trigger="manual",
     )  # fmt: skip
     base.update(kw)
     return PromotionContext(**base)

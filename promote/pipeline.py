@@ -12,7 +12,8 @@ Rules:
 4. Every run is written to the audit log: start, each step's start and end, alarms, end.
    A cancelled run (router stopping) records its current step as ``cancelled`` and no
    end, so it shows as unfinished. ``CancelledError`` always propagates.
-5. A dry run executes nothing and writes nothing: :meth:`Pipeline.plan` lines only.
+5. A dry run executes nothing and writes nothing: it asks :meth:`Pipeline.plan` for
+   lines, never :meth:`Pipeline.run`.
 6. A runner's unexpected exception fails that step (with its type in the detail), it
    never kills the router's failover.
 7. No secret leaves a run: every detail, output tail, audit record, log line and plan
@@ -33,6 +34,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import aiohttp
+
+from hotspare.causes import Cause
 
 from .attempt import Attempt, Runtime, TailBuffer
 from .audit import AuditLog
@@ -74,7 +77,7 @@ class PromotionContext:
     new_agent: str | None
     new_health_url: str
     epoch: int  # the NEW epoch, already persisted by the router: the fencing token
-    cause: str  # e.g. "PROBE_FAILED"
+    cause: Cause  # {cause} and HOTSPARE_CAUSE are its lowercase value: "probe_failed", "admin"
     trigger: Literal["failover", "switchover", "manual"]
 
     def values(self, run_id: str) -> dict[str, str]:
@@ -82,7 +85,7 @@ class PromotionContext:
         return {
             "service": self.service,
             "epoch": str(self.epoch),
-            "cause": self.cause,
+            "cause": self.cause.value,
             "trigger": self.trigger,
             "run_id": run_id,
             "old.name": self.old_name,
@@ -102,7 +105,7 @@ class StepResult:
     name: str
     kind: str
     fence: bool
-    status: Literal["ok", "failed", "timeout", "skipped"]
+    status: Literal["ok", "failed", "timeout"]
     attempt: int
     duration: float
     detail: str = ""
@@ -146,26 +149,11 @@ class Pipeline:
     # -- running ---------------------------------------------------------------------
 
     async def run(
-        self,
-        ctx: PromotionContext,
-        dry_run: bool = False,
-        *,
-        start_at: int = 0,
-        resumes: str | None = None,
+        self, ctx: PromotionContext, *, start_at: int = 0, resumes: str | None = None
     ) -> PromotionResult:
         """Run the steps from ``start_at``. ``resumes`` names the run this one continues
         (after ``--confirm-fenced``, or an unfinished run found at start-up)."""
         run_id = f"{ctx.epoch}-{secrets.token_hex(4)}"
-        if dry_run:
-            lines = self.plan(ctx)[1:]
-            skipped = tuple(
-                StepResult(i, s.name, s.kind, s.is_fence, "skipped", 0, 0.0, detail=line)
-                for i, (s, line) in enumerate(zip(self.steps, lines, strict=False))
-                if i >= start_at
-            )
-            return PromotionResult(
-                run_id, "promoted", (), skipped, reason="dry run: nothing executed"
-            )
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         decider = RunDecider(self._policies, self.fence_failure, start_at)
@@ -173,13 +161,13 @@ class Pipeline:
         results: list[StepResult] = []
         await self._audit(
             alarms, "run_start", run_id,
-            service=ctx.service, trigger=ctx.trigger, cause=ctx.cause, epoch=ctx.epoch,
+            service=ctx.service, trigger=ctx.trigger, cause=ctx.cause.value, epoch=ctx.epoch,
             old=ctx.old_name, new=ctx.new_name, start_at=start_at, resumes=resumes,
             steps=[s.name for s in self.steps],
         )  # fmt: skip
         log.info(
             "promotion %s of %s: %s -> %s (epoch %d, %s, cause %s), %d step(s)",
-            run_id, ctx.service, ctx.old_name, ctx.new_name, ctx.epoch, ctx.trigger, ctx.cause,
+            run_id, ctx.service, ctx.old_name, ctx.new_name, ctx.epoch, ctx.trigger, ctx.cause.value,
             len(self.steps) - start_at,
         )  # fmt: skip
         async with aiohttp.ClientSession() as http:
@@ -294,7 +282,7 @@ class Pipeline:
         values = ctx.values("<run id>")
         lines = [
             f"service {ctx.service}: promote {ctx.old_name} -> {ctx.new_name} (epoch {ctx.epoch}, "
-            f"trigger {ctx.trigger}, cause {ctx.cause}); fence_failure: {self.fence_failure}"
+            f"trigger {ctx.trigger}, cause {ctx.cause.value}); fence_failure: {self.fence_failure}"
         ]
         if not self.steps:
             lines.append(f"(no promotion steps: traffic moves as soon as {ctx.new_name} is ready)")

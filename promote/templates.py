@@ -24,7 +24,6 @@ __all__ = [
     "ENV_NAMES",
     "TEMPLATE_NAMES",
     "check",
-    "check_all",
     "names_in",
     "refers_to_old",
     "render",
@@ -35,7 +34,7 @@ __all__ = [
 TEMPLATE_NAMES: Mapping[str, str] = {
     "service": "the service name",
     "epoch": "the new epoch (the fencing token)",
-    "cause": "why the promotion runs (e.g. PROBE_FAILED)",
+    "cause": "why the promotion runs: a Cause value (probe_failed, traffic_errors, admin)",
     "trigger": "failover, switchover or manual",
     "run_id": "the id of this promotion run in the audit log",
     "old.name": "the old active's backend name",
@@ -78,11 +77,6 @@ def check(text: str) -> str:
             shown = text if len(text) <= 80 else text[:77] + "..."
             raise ValueError(f"unknown template {{{name}}} in {shown!r}; expected one of {known}")
     return text
-
-
-def check_all(texts: Iterable[str]) -> None:
-    for t in texts:
-        check(t)
 
 
 def render(text: str, values: Mapping[str, str], quote: Callable[[str], str] | None = None) -> str:

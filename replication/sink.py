@@ -15,9 +15,8 @@ Rules:
 5. The feed is followed from the manifest's sequence number; a ``reset`` (the source
    restarted, or we fell too far behind) means a fresh reconcile.
 6. Every plan, from the feed or a reconcile, passes the cumulative delete guard
-   (:mod:`replication.deleteguard`) before it runs; a tripped guard holds removals,
-   raises the alarm (metric, status, log) and survives a restart of the agent, until
-   :meth:`RootSink.confirm_deletes`.
+   before it runs; running a plan and the guard's wiring live in
+   :mod:`replication.sinkplan` (the :class:`~replication.sinkplan.PlanRunner` mixin).
 7. A path the sink's own config hides (marker, agent folder, ``exclude``) is never
    acted on, whatever the source sends.
 """
@@ -25,12 +24,10 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,70 +36,21 @@ import aiohttp
 from . import fileio
 from .deleteguard import DeleteGuard
 from .metrics import AgentMetrics
-from .paths import TMP_PREFIX, UnsafePath, encode_wire, hidden_reason
-from .planner import (
-    Chmod,
-    Copy,
-    Delete,
-    DeletesRefused,
-    Entry,
-    Move,
-    Plan,
-    Policy,
-    Quarantine,
-    Skip,
-    plan,
-)
-from .protocol import (
-    ProtocolError,
-    parse_entry,
-)
+from .paths import TMP_PREFIX, UnsafePath, hidden_reason
+from .planner import Entry, Plan, Policy, plan
+from .protocol import ProtocolError, parse_entry
+from .sinkplan import Freshness, PlanRunner, SinkSettings
 from .syncstate import SyncState
-from .transfer import TransferFailed, Transfers, batches, temp_tag
+from .transfer import TransferFailed, temp_tag
 
 log = logging.getLogger("hotspare.replication.sink")
 
 __all__ = ["Freshness", "RootSink", "SinkSettings", "TransferFailed"]
 
 
+class RootSink(PlanRunner):
+    """One replica root: reconcile, follow the feed, report freshness (rules above)."""
 
-@dataclass(frozen=True, slots=True)
-class SinkSettings:
-    marker: str = ".hotspare-root"
-    exclude: tuple[str, ...] = ()
-    transfers: int = 4
-    bundle_file_max: int = 1 << 20
-    max_delete_share: float = 0.5
-    max_delete_free: int = 10
-    reconcile_interval: float = 300.0
-    trash_retention: float = 7 * 86400.0
-    feed_wait: float = 20.0
-    fsync: bool = True
-
-
-@dataclass
-class Freshness:
-    """What the status endpoint and metrics say about one replica root."""
-
-    in_sync: bool = False
-    pending: int = 0
-    last_applied_at: float | None = None
-    last_reconcile_at: float | None = None
-    oldest_pending_at: float | None = None
-    source_seq: int = 0
-    applied_seq: int = 0
-    refused: str | None = None
-    error: str | None = None
-    quarantined: int = 0
-    _waiters: list[tuple[int, asyncio.Future[None]]] = field(default_factory=list)
-
-    def lag(self, now: float) -> float:
-        if self.oldest_pending_at is None:
-            return 0.0
-        return max(0.0, now - self.oldest_pending_at)
-
-
-class RootSink(Transfers):
     def __init__(
         self, name: str, root: Path, source_url: str, token: str, session: aiohttp.ClientSession,
         settings: SinkSettings, metrics: AgentMetrics | None = None,
@@ -339,120 +287,6 @@ class RootSink(Transfers):
                 if entry is not None and not self._hidden(path):
                     out[path] = entry
         return run_id, seq, out
-
-    # -- the delete guard (rule 6) ----------------------------------------------------
-
-    def _guard(self, p: Plan, replica_files: int) -> Plan:
-        """``p`` as the guard lets it run: removals held once it has tripped."""
-        was = self.guard.tripped
-        if p.refused is not None:
-            self.guard.trip(p.refused.would_remove)
-        elif not self.guard.admit(n := p.removals(), replica_files):
-            base = self.guard.baseline if self.guard.baseline is not None else replica_files
-            p = p.without_removals(DeletesRefused(n, base, self.settings.max_delete_share, self.guard.removed))
-        if p.refused is not None:
-            self._held = self._held or str(p.refused)
-            if not was:
-                g = self.guard
-                log.error("root %s: DELETE GUARD TRIPPED: %s (%d removed in this window, limit %.0f%% of %s "
-                          "files or %d files); copies go on; to apply the removals: "
-                          "POST /v1/roots/%s/confirm-deletes", self.name, p.refused, g.removed,
-                          g.max_share * 100, g.baseline if g.baseline is not None else replica_files,
-                          g.max_free, self.name)
-                self.state.put("deletes_held", "1")
-        else:
-            self.guard.applied(p.removals())
-        return p
-
-    def _refusal(self, p: Plan) -> str | None:
-        if p.refused is not None:
-            return str(p.refused)
-        return self._held if self.guard.tripped else None
-
-    def confirm_deletes(self) -> int:
-        """The operator's go-ahead (rule 6): the held removals are applied by a reconcile
-        started now. Returns how many removals were held; ValueError if none."""
-        held = self.guard.confirm()
-        self.state.put("deletes_held", "0")
-        log.warning("root %s: operator confirmed %d held removal(s); reconciling to apply them", self.name, held)
-        self._held = None
-        self.fresh.refused = None
-        self._publish()
-        self.request_reconcile()
-        return held
-
-    # -- running a plan ---------------------------------------------------------------
-
-    async def execute(self, p: Plan) -> int:
-        """Run a plan's actions; return how many could not be applied yet."""
-        failures = 0
-        applied: list[tuple[str, Entry | None]] = []
-        if p.refused is not None:
-            log.error("root %s: %s", self.name, p.refused)
-            if self.metrics:
-                self.metrics.deletes_refused.labels(self.name).inc()
-        small: list[Copy] = []
-        large: list[Copy] = []
-        for a in p.actions:
-            if isinstance(a, Skip):
-                log.error("root %s: skipped %s: %s", self.name, encode_wire(a.path), a.reason)
-            elif isinstance(a, Quarantine):
-                dest = await asyncio.to_thread(self.writer.set_aside, a.path, f"quarantine/{a.tag}")
-                if dest is not None:
-                    log.warning("root %s: quarantined local file %s -> %s", self.name, encode_wire(a.path), dest)
-                    self.fresh.quarantined += 1
-                    if self.metrics:
-                        self.metrics.quarantined.labels(self.name).inc()
-                applied.append((a.path, None))
-            elif isinstance(a, Move):
-                try:
-                    await asyncio.to_thread(self.writer.move, a.src, a.dst)
-                    await asyncio.to_thread(self.writer.place_meta, a.dst, a.entry)
-                    applied += [(a.src, None), (a.dst, a.entry)]
-                except (OSError, UnsafePath):
-                    large.append(Copy(a.dst, a.entry)) if a.entry.size > self.settings.bundle_file_max else small.append(Copy(a.dst, a.entry))
-            elif isinstance(a, Copy):
-                if a.entry.link is not None:
-                    await asyncio.to_thread(self.writer.place_link, a.path, a.entry)
-                    applied.append((a.path, a.entry))
-                elif a.entry.size > self.settings.bundle_file_max:
-                    large.append(a)
-                else:
-                    small.append(a)
-            elif isinstance(a, Chmod):
-                with contextlib.suppress(OSError):
-                    await asyncio.to_thread(self.writer.chmod, a.path, a.mode)
-            elif isinstance(a, Delete):
-                pass  # after the copies, below
-        await asyncio.to_thread(self.state.update, applied)
-
-        async def guarded(coro: Any) -> int:
-            async with self._sem:
-                try:
-                    return int(await coro)
-                except (aiohttp.ClientError, TransferFailed, ProtocolError, OSError, UnsafePath,
-                        TimeoutError, asyncio.IncompleteReadError) as exc:
-                    # One failed transfer stays pending; the others go on.
-                    self._count_error()
-                    self.fresh.error = f"{type(exc).__name__}: {exc}"
-                    log.warning("root %s: transfer failed: %s", self.name, self.fresh.error)
-                    return 1
-
-        jobs = [self._bundle(batch) for batch in batches(small)]
-        jobs += [self._large(c) for c in large]
-        async with asyncio.TaskGroup() as tg:
-            tasks = [tg.create_task(guarded(j), name=f"sink-transfer-{self.name}") for j in jobs]
-        failures += sum(t.result() for t in tasks)
-
-        deleted: list[tuple[str, Entry | None]] = []
-        day = time.strftime("%Y-%m-%d", time.gmtime())
-        for a in p.actions:
-            if isinstance(a, Delete):
-                await asyncio.to_thread(self.writer.set_aside, a.path, f"trash/{day}")
-                deleted.append((a.path, None))
-        if deleted:
-            await asyncio.to_thread(self.state.update, deleted)
-        return failures
 
     # -- bookkeeping --------------------------------------------------------------------
 

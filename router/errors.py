@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from router.failures import Failure
+
 
 class ConfigError(Exception):
     """The deployment file is not valid. ``errors`` holds one line per problem, each
@@ -32,53 +34,57 @@ class StateFileError(Exception):
 # -- proxying (router core) -------------------------------------------------------------
 #
 # aiohttp and OSError exceptions from the backend side become one of these in ONE place
-# (router.upstream.translate). Each carries the status the client is answered
-# with, a short operator-readable ``cause`` and whether the request may have reached the
-# backend (``sent``): the failover layer's replay rules depend on that last bit.
+# (router.edge.translate), for the proxy and the probes alike. Each carries its
+# :class:`~router.failures.Failure` (what is reported to the director and the detector,
+# and the metric's ``cause`` label), the status the client is answered with, a short
+# operator-readable ``cause``, a ``detail`` without the backend's name (what a probe
+# shows) and whether the request may have reached the backend (``sent``): the failover
+# layer's replay rules depend on that last bit.
 
 
 class UpstreamError(Exception):
     """The backend did not give a usable response."""
 
     status = 502
-    metric_cause = "error"
+    failure = Failure.ERROR
     sent = True  # the request may have reached the backend
 
-    def __init__(self, cause: str) -> None:
+    def __init__(self, cause: str, detail: str = "") -> None:
         super().__init__(cause)
         self.cause = cause
+        self.detail = detail or self.failure.text
 
 
 class UpstreamConnectError(UpstreamError):
     """No connection to the backend: the request was certainly NOT sent (safe to send to
     another backend whatever its method). A connect timeout is one too, answered 504."""
 
-    metric_cause = "connect"
+    failure = Failure.CONNECT
     sent = False
 
-    def __init__(self, cause: str, status: int = 502) -> None:
-        super().__init__(cause)
+    def __init__(self, cause: str, detail: str = "", status: int = 502) -> None:
+        super().__init__(cause, detail)
         self.status = status
 
 
 class UpstreamResetError(UpstreamError):
     """The connection broke after the request (or part of it) was sent."""
 
-    metric_cause = "reset"
+    failure = Failure.RESET
 
 
 class UpstreamTimeout(UpstreamError):
     """The backend did not answer (first byte) or stalled (idle) in time."""
 
     status = 504
-    metric_cause = "timeout"
+    failure = Failure.TIMEOUT
 
 
 class UpstreamProtocolError(UpstreamError):
     """The backend's response was malformed or ambiguously framed (CL+TE, duplicate
     Content-Length): answered 502 and the connection is discarded, never reused."""
 
-    metric_cause = "framing"
+    failure = Failure.FRAMING
 
 
 class UpstreamStatusError(UpstreamError):
@@ -86,7 +92,7 @@ class UpstreamStatusError(UpstreamError):
     server that is going down): for a request that may go again, that answer is
     dropped and the request replayed, as Apache's ``failonstatus`` does."""
 
-    metric_cause = "status"
+    failure = Failure.STATUS
 
 
 class RequestUnsendable(UpstreamError):
@@ -95,7 +101,7 @@ class RequestUnsendable(UpstreamError):
     client's. Answered 400; never reported against the backend."""
 
     status = 400
-    metric_cause = "unsendable"
+    failure = Failure.UNSENDABLE
     sent = False
 
 

@@ -140,10 +140,12 @@ FENCE_HOLD = Gauge(
     registry=REGISTRY,
 )
 
-# -- replication (as the router sees the agents) --------------------------------------
+# -- replication (as the router sees the agents; redrawn by router/admin/agents.py) ----
 REPLICATION_LAG = Gauge(
     "hotspare_replication_lag_seconds",
-    "Age of the oldest change on the active not yet applied on the spare, per root.",
+    "Age of the oldest change on the active not yet applied on the spare, per root, as the "
+    "spare's agent said at the router's last look (every second); absent while unknown "
+    "(agent dead or silent, not mirroring).",
     ["service", "root"],
     registry=REGISTRY,
 )

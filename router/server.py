@@ -31,7 +31,12 @@ from aiohttp import web
 
 from promote.audit import AuditLog
 from router.admin.api import build_admin_app
-from router.admin.control import BackendStatistics, RouterStatistics, ServiceStatistics
+from router.admin.control import (
+    BackendStatistics,
+    ProbeStatistics,
+    RouterStatistics,
+    ServiceStatistics,
+)
 from router.failover.controller import ServiceController
 from router.failover.director import Director
 from router.failover.feed import EventFeed
@@ -293,20 +298,47 @@ class Router:
         log.info("reload: configuration applied (%d services)", len(config.services))
 
     def statistics(self) -> RouterStatistics:
+        """The one snapshot for observers (status, page, metrics): built here, where the
+        controllers' insides are known, so the admin room never reaches into them."""
         out = []
         for sc in self.config.services:
+            ctl = self.controllers[sc.name]
             snap = self.directors[sc.name].snapshot()
+            machine = ctl.machine.snapshot()
             out.append(
                 ServiceStatistics(
                     name=sc.name,
                     active=snap.active,
                     epoch=snap.epoch,
                     state=snap.state,
-                    backends=tuple(BackendStatistics(b.name, b.url, b.healthy) for b in snap.backends),
-                    alarms=tuple(self.controllers[sc.name].alarms),
+                    backends=tuple(BackendStatistics(b.name, b.url, b.healthy, _probe_statistics(ctl, b.name))
+                                   for b in snap.backends),
+                    alarms=tuple(ctl.alarms),
+                    held_requests=len(ctl.director.hold),
+                    target=machine.target,
+                    cause=machine.cause.value if machine.cause else None,
                 )
             )
         return RouterStatistics(tuple(out), self.unfinished_promotions)
+
+
+def _probe_statistics(ctl: ServiceController, backend: str) -> ProbeStatistics | None:
+    """The detector's view of ``backend``; None before its first probe."""
+    if not ctl.checker.started:
+        return None
+    prober = ctl.checker.prober(backend)
+    snap = prober.detector.snapshot()
+    if snap.probe_failures == 0 and snap.probe_successes == 0 and prober.probes_sent == 0:
+        return None
+    good = f"{snap.probe_successes} good in a row" if snap.probe_successes else ""
+    return ProbeStatistics(
+        ok=snap.probe_failures == 0,
+        health=snap.health.value,
+        detail=snap.last_detail or good or "-",
+        failures=snap.probe_failures,
+        successes=snap.probe_successes,
+        probes_sent=prober.probes_sent,
+    )
 
 
 def _unfinished_runs(config: Config) -> tuple[str, ...]:

@@ -17,25 +17,25 @@ Rules:
    the machine either takes the event (its actions are performed at once, in order, by
    the controller's one dispatcher) or raises and changes nothing, so a refusal is
    answered 409 before anything moved. A dry run asks a copy of the machine.
-4. No secret in an answer: promotion records go through :class:`promote.redact.Redactor`
+4. No secret in an answer: promotion records (:mod:`.promotions`) go through ``Redactor``
    (the configured steps' secrets, the admin and replication tokens, DSN patterns) even
    with the token, so records written before redaction existed are covered too.
 5. A state file that cannot be written refuses the operator's move with 503 and the
-   cause (the machine is unchanged, the controller raised the alarm). A reload (``POST
-   /v1/reload`` and SIGHUP alike, :func:`reload_from_source`) re-checks the state file
-   against the new config first; a refusal keeps the running config, logs one line,
-   raises an alarm on every service and answers 400 (config) or 409 (state file).
+   cause (the machine is unchanged, the controller raised the alarm). A reload is
+   :mod:`.reload` (``POST /v1/reload`` and SIGHUP alike).
 6. ``/v1/status`` and the status page are the same document
-   (:func:`status_document`), built from snapshots; agents' freshness comes from a
-   cache (:mod:`.status`), so a dead agent never slows either.
+   (:func:`status_document`), built from ``router.statistics()`` and the event feed;
+   agents' freshness comes from a cache that the app's own task refreshes, with the
+   replication-lag gauge, on a timer (:mod:`.agents`), so a dead agent never slows
+   either and ``/metrics`` alone is never stale.
+7. A move that starts a promotion is answered when the service has settled
+   (``ServiceController.wait_settled``), at most as long as its steps and readiness
+   wait may take; ``"wait": false`` answers at once (202 while promoting).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import copy
-import dataclasses
 import hmac
 import logging
 import time
@@ -45,68 +45,53 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from hotspare.causes import Cause
-from promote.audit import AuditLog
-from promote.redact import Redactor, step_secrets
 from router import metrics
-from router.config import ServiceConfig, load_config
-from router.errors import ConfigError, StateFileError
+from router.config import ServiceConfig
+from router.errors import StateFileError
 from router.failover.machine import (
     AdminConfirmFenced,
+    AdminDrain,
     AdminFailover,
+    AdminReady,
     AdminResume,
     AdminSwitchover,
-    BackendDown,
-    BackendUp,
     Event,
     FailoverError,
     State,
 )
-from router.failover.state import ServiceState
 from router.health.detector import Health
 
+from .agents import AgentFreshness, agents_context
+from .errors import ApiError
 from .page import render_status_page
-from .plan import PlanInput, switchover_plan
-from .status import AgentFreshness, EventLog, build_status
+from .plan import PlanInput, make_plan
+from .promotions import promotion_history
+from .reload import reload_from_source
+from .status import Replication, build_status
 
 if TYPE_CHECKING:
     from router.admin.control import RouterControl
     from router.failover.controller import ServiceController
 
-__all__ = ["ROUTER_KEY", "build_admin_app", "status_document"]
+__all__ = ["ROUTER_KEY", "ApiError", "build_admin_app", "reload_from_source", "status_document"]
 
 log = logging.getLogger("hotspare.admin")
 
 ROUTER_KEY: web.AppKey[RouterControl] = web.AppKey("router")
 AGENTS_KEY: web.AppKey[AgentFreshness] = web.AppKey("agents", AgentFreshness)
-EVENTS_KEY: web.AppKey[EventLog] = web.AppKey("events", EventLog)
 MAINT_KEY: web.AppKey[dict[tuple[str, str], float]] = web.AppKey("maintenance", dict)
-
-AGENT_WAIT = 0.3  # longest a status read waits for fresh agent answers (else: cached)
-
-# Fields of a promotion record that may quote a program's output or an error message.
-_PRIVATE_RUN_FIELDS = ("alarms", "reason")
-_PRIVATE_STEP_FIELDS = ("output", "detail")
-SETTLE_RECHECK = 1.0
+SETTLE_MARGIN = 5.0  # seconds a move's answer may wait beyond its steps and hold time
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.body = {"error": message, **extra}
-
-
 def status_document(
     router: RouterControl,
-    agents: AgentFreshness | None = None,
-    events: EventLog | None = None,
+    replication: Replication | None = None,
     maintenance: dict[tuple[str, str], float] | None = None,
 ) -> dict[str, Any]:
     """The ``GET /v1/status`` JSON (the status page draws exactly this)."""
-    return build_status(router, agents, events, maintenance)
+    return build_status(router, replication, maintenance)
 
 
 # -- plumbing ---------------------------------------------------------------------------------
@@ -229,37 +214,26 @@ def _result(
     return 500, {**body, "outcome": outcome, "error": f"{outcome}: {reason}"}
 
 
-async def _settle(ctl: ServiceController, svc: ServiceConfig, events: EventLog) -> None:
-    """Wait while the promotion runs, at most as long as its steps and readiness wait may
-    take. Every change of state is logged (and so reaches the event log); the controller
-    offers no completion signal of its own, so the machine is also re-checked every
-    ``SETTLE_RECHECK`` seconds in case logging is turned down below WARNING."""
+async def _settle(ctl: ServiceController, svc: ServiceConfig) -> None:
+    """Wait until the service settles (rule 7): the controller's own completion signal."""
     steps = sum(s.timeout * (s.retries + 1) for s in svc.promote)
-    deadline = time.monotonic() + steps + svc.failover.hold.max_time + 5.0
-    while ctl.machine.state is State.PROMOTING:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(events.next_event(), min(left, SETTLE_RECHECK))
+    await ctl.wait_settled(steps + svc.failover.hold.max_time + SETTLE_MARGIN)
 
 
 # -- reads ------------------------------------------------------------------------------------
 
 
-async def _document(request: web.Request) -> dict[str, Any]:
+def _document(request: web.Request) -> dict[str, Any]:
     app = request.app
-    router = app[ROUTER_KEY]
-    await app[AGENTS_KEY].refresh(router, AGENT_WAIT)
-    return status_document(router, app[AGENTS_KEY], app[EVENTS_KEY], app[MAINT_KEY])
+    return status_document(app[ROUTER_KEY], app[AGENTS_KEY].snapshot(), app[MAINT_KEY])
 
 
 async def _status(request: web.Request) -> web.Response:
-    return web.json_response(await _document(request))
+    return web.json_response(_document(request))
 
 
 async def _page(request: web.Request) -> web.Response:
-    html = render_status_page(await _document(request))
+    html = render_status_page(_document(request))
     return web.Response(text=html, content_type="text/html", headers={"Cache-Control": "no-store"})
 
 
@@ -278,12 +252,7 @@ async def _promotions(request: web.Request) -> web.Response:
     except ValueError:
         raise ApiError(400, f"limit: expected an integer, got {request.query['limit']!r}") from None
     full = _token_given(request)
-    audit = AuditLog(router.config.audit_log_path)
-    runs = await asyncio.to_thread(audit.history, service)
-    redactor = _redactor(router)
-    out = [_run_view(dataclasses.asdict(r), r.finished, redactor, full)
-           for r in runs[-max(0, limit):]] if limit else []
-    return web.json_response({"audit_log": str(audit.path), "bad_lines": audit.bad_lines, "runs": out})
+    return web.json_response(await promotion_history(router, service, limit, full))
 
 
 def _token_given(request: web.Request) -> bool:
@@ -292,25 +261,6 @@ def _token_given(request: web.Request) -> bool:
         return False
     _authorize(request)
     return True
-
-
-def _redactor(router: RouterControl) -> Redactor:
-    cfg = router.config
-    steps = [step for sc in cfg.services for step in sc.promote]
-    repl = cfg.replication.token if cfg.replication else None
-    return Redactor([*step_secrets(steps), cfg.admin.token, repl])
-
-
-def _run_view(run: dict[str, Any], finished: bool, redactor: Redactor, full: bool) -> dict[str, Any]:
-    """One run for ``GET /v1/promotions`` (rules 1 and 4)."""
-    run = redactor.value(run)
-    if not full:
-        for key in _PRIVATE_RUN_FIELDS:
-            run[key] = None
-        for step in run["steps"]:
-            for key in _PRIVATE_STEP_FIELDS:
-                step[key] = None
-    return {**run, "finished": finished, "redacted": not full}
 
 
 # -- operator actions ---------------------------------------------------------------------
@@ -334,29 +284,32 @@ async def _move(request: web.Request, kind: str) -> web.Response:
     event: Event = AdminSwitchover(now, to) if kind == "switchover" else AdminFailover(now, to)
     maintenance = request.app[MAINT_KEY]
     if dry_run:
-        bcfg = svc.backend(to)
-        agents = request.app[AGENTS_KEY]
-        await agents.refresh(request.app[ROUTER_KEY], AGENT_WAIT)
-        snap = ctl.machine.snapshot()
-        health = ctl.checker.health(to) if ctl.checker.started else None
-        plan = switchover_plan(PlanInput(
-            service=svc, kind="switchover" if kind == "switchover" else "failover",
-            state=snap.state.value, active=snap.active, epoch=snap.epoch, target=to,
-            target_healthy=None if health is None else (health is not Health.DOWN and dict(snap.healthy)[to]),
-            target_maintenance=(svc.name, to) in maintenance,
-            replication=agents.get(bcfg.agent) if bcfg.agent else None,
-            refusal=_trial(ctl, event),
-        ))
-        return web.json_response(plan)
+        return web.json_response(_dry_run(request, svc, kind, to, _trial(ctl, event)))
     if kind == "switchover" and (svc.name, to) in maintenance:
         raise ApiError(409, f"{to} is in maintenance (drained); POST /v1/services/{svc.name}/backends/{to}/ready first")
     old, alarms_before = ctl.machine.active, len(ctl.alarms)
     _apply(ctl, event)
     log.warning("service %s: operator %s to %s started (epoch %d)", svc.name, kind, to, ctl.machine.epoch)
     if wait:
-        await _settle(ctl, svc, request.app[EVENTS_KEY])
+        await _settle(ctl, svc)
     status, result = _result(ctl, svc, old, to, alarms_before)
     return web.json_response({**result, "dry_run": False}, status=status)
+
+
+def _dry_run(request: web.Request, svc: ServiceConfig, kind: str, to: str, refusal: str | None) -> dict[str, Any]:
+    """The plan (:mod:`.plan`), from the router's one snapshot and the agents' cache."""
+    stats = next(s for s in request.app[ROUTER_KEY].statistics().services if s.name == svc.name)
+    target = next(b for b in stats.backends if b.name == to)
+    agent = svc.backend(to).agent
+    plan = make_plan(PlanInput(
+        service=svc, kind="switchover" if kind == "switchover" else "failover",
+        state=stats.state, active=stats.active, epoch=stats.epoch, target=to,
+        target_healthy=target.healthy if target.probe is not None else None,
+        target_maintenance=(svc.name, to) in request.app[MAINT_KEY],
+        replication=request.app[AGENTS_KEY].get(agent) if agent else None,
+        refusal=refusal,
+    ))
+    return plan.answer()
 
 
 async def _confirm_fenced(request: web.Request) -> web.Response:
@@ -367,7 +320,7 @@ async def _confirm_fenced(request: web.Request) -> web.Response:
     _apply(ctl, AdminConfirmFenced(time.monotonic()))
     log.warning("service %s: operator confirmed %s is fenced", svc.name, old)
     if _field(body, "wait", bool, True):
-        await _settle(ctl, svc, request.app[EVENTS_KEY])
+        await _settle(ctl, svc)
     status, result = _result(ctl, svc, old, to, alarms_before)
     return web.json_response(result, status=status)
 
@@ -386,13 +339,14 @@ async def _drain(request: web.Request) -> web.Response:
     if b == ctl.machine.active:
         raise ApiError(409, f"{b} is the active backend of {svc.name}; switch over to another backend "
                             f"first (POST /v1/services/{svc.name}/switchover)")
+    # Maintenance is the machine's own admin state: no failover or switchover target,
+    # whatever its probes say, until /ready. The machine first, then the API's record.
+    _apply(ctl, AdminDrain(time.monotonic(), b))
     maintenance = request.app[MAINT_KEY]
     if (svc.name, b) not in maintenance:
         maintenance[(svc.name, b)] = time.time()
         log.warning("service %s: backend %s drained for maintenance: not a failover target until ready",
                     svc.name, b)
-        # The machine treats it as down (no failover to it) until /ready says otherwise.
-        _apply(ctl, BackendDown(time.monotonic(), b, Cause.ADMIN, None, "maintenance (drained by an operator)"))
     return web.json_response({"service": svc.name, "backend": b, "maintenance": True})
 
 
@@ -402,56 +356,15 @@ async def _ready(request: web.Request) -> web.Response:
     if ctl.checker.started and ctl.checker.health(b) is Health.DOWN:
         raise ApiError(409, f"{b} fails its health checks; it becomes a failover target again once its "
                             "probes pass")
+    _apply(ctl, AdminReady(time.monotonic(), b))  # may fail over to b at once (degraded for want of it)
     maintenance = request.app[MAINT_KEY]
     if maintenance.pop((svc.name, b), None) is not None:
         log.warning("service %s: backend %s ready again after maintenance", svc.name, b)
-    _apply(ctl, BackendUp(time.monotonic(), b))
     return web.json_response({"service": svc.name, "backend": b, "maintenance": False})
 
 
 async def _reload(request: web.Request) -> web.Response:
     return web.json_response(await reload_from_source(request.app[ROUTER_KEY], "the admin API"))
-
-
-async def reload_from_source(router: RouterControl, via: str) -> dict[str, Any]:
-    """Reload the router from its file, the same way for SIGHUP and ``POST /v1/reload``
-    (rule 5): the answer's body, or :class:`ApiError` after one log line and an alarm.
-    The running config is kept whole on any refusal; the router never stops for it."""
-    path = router.config.source
-    if path is None:
-        raise ApiError(409, "this router was not started from a file; nothing to reload")
-    try:
-        new = await asyncio.to_thread(load_config, path)
-    except ConfigError as exc:
-        metrics.RELOAD_FAILURES.labels("config").inc()
-        log.error("reload refused (%s), keeping the running config: %s", via, "; ".join(exc.errors))
-        raise ApiError(400, f"{path}: reload refused, the running config is kept", errors=exc.errors) from None
-    try:
-        await asyncio.to_thread(router.state_file.check, new.services, _running_states(router))
-        _check_targets(router, new.services)
-        router.reload(new)
-    except StateFileError as exc:
-        metrics.RELOAD_FAILURES.labels("state_file").inc()
-        log.error("reload refused (%s), keeping the running config: %s", via, exc)
-        for ctl in router.controllers.values():
-            ctl.alarms.append(f"reload_refused: {exc}")
-        raise ApiError(409, f"reload refused, the running config is kept: {exc}", errors=[str(exc)]) from None
-    log.warning("configuration reloaded from %s through %s", path, via)
-    return {"reloaded": True, "source": str(path), "services": [s.name for s in new.services]}
-
-
-def _running_states(router: RouterControl) -> dict[str, ServiceState]:
-    return {name: ServiceState(ctl.machine.active, ctl.machine.epoch) for name, ctl in router.controllers.items()}
-
-
-def _check_targets(router: RouterControl, services: list[ServiceConfig]) -> None:
-    """A promotion under way must still find its target in the new config."""
-    for sc in services:
-        ctl = router.controllers.get(sc.name)
-        target = ctl.machine.snapshot().target if ctl is not None else None
-        if target is not None and target not in {b.name for b in sc.backends}:
-            raise StateFileError(f"service {sc.name!r} is promoting {target!r}, which the new config does "
-                                 f"not name; reload after the promotion ends")
 
 
 # -- the app ----------------------------------------------------------------------------------
@@ -460,16 +373,9 @@ def _check_targets(router: RouterControl, services: list[ServiceConfig]) -> None
 def build_admin_app(router: RouterControl) -> web.Application:
     app = web.Application(middlewares=[_errors])
     app[ROUTER_KEY] = router
-    app[AGENTS_KEY] = AgentFreshness()
-    app[EVENTS_KEY] = events = EventLog()
+    app[AGENTS_KEY] = agents = AgentFreshness()
     app[MAINT_KEY] = {}
-    events.attach()
-
-    async def cleanup(app: web.Application) -> None:
-        events.detach()
-        await app[AGENTS_KEY].close()
-
-    app.on_cleanup.append(cleanup)
+    app.cleanup_ctx.append(agents_context(agents, router))  # the refresh task: rule 6
     r = app.router
     r.add_get("/", _page)
     r.add_get("/metrics", _metrics)

@@ -17,7 +17,19 @@ from router.failover.controller import ServiceController
 from router.failover.feed import EventFeed
 from router.failover.state import StateFile
 
-__all__ = ["BackendStatistics", "RouterControl", "RouterStatistics", "ServiceStatistics"]
+__all__ = ["BackendStatistics", "ProbeStatistics", "RouterControl", "RouterStatistics", "ServiceStatistics"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeStatistics:
+    """The health detector's view of one backend once it has been probed."""
+
+    ok: bool  # no failed probe in the current row
+    health: str  # up | suspect | down
+    detail: str  # the last failure's detail, or "N good in a row"
+    failures: int  # consecutive failed probes
+    successes: int  # consecutive good probes
+    probes_sent: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +37,7 @@ class BackendStatistics:
     name: str
     url: str
     healthy: bool | None  # None: not probed
+    probe: ProbeStatistics | None = None  # None: no probe sent yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +48,9 @@ class ServiceStatistics:
     state: str
     backends: tuple[BackendStatistics, ...]
     alarms: tuple[str, ...] = ()  # newest last; raised by the failover controller
+    held_requests: int = 0  # waiting now for a promotion to end
+    target: str | None = None  # the backend being promoted, while there is one
+    cause: str | None = None  # why the service is in its state (a Cause value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,9 +39,10 @@ from importlib import resources
 from string import Template
 from typing import Any
 
+from .status import SPARE_LAG_LIMIT_SECONDS
+
 __all__ = [
     "REFRESH_SECONDS",
-    "SPARE_LAG_WARN_SECONDS",
     "backend_lag",
     "format_lag",
     "render_status_page",
@@ -49,8 +50,6 @@ __all__ = [
 ]
 
 REFRESH_SECONDS = 2
-# A spare whose files are further behind than this is shown as "behind", not "ready".
-SPARE_LAG_WARN_SECONDS = 30.0
 MAX_EVENTS = 20
 
 _STATE_CLASS = {"active": "ok", "promoting": "warn", "degraded": "bad", "fence_hold": "bad"}
@@ -93,7 +92,7 @@ def backend_lag(backend: Mapping[str, Any]) -> float | None:
 def spare_readiness(service: Mapping[str, Any]) -> tuple[str | None, bool, list[str]]:
     """(spare name, ready?, reasons it is not). Uses ``service["spare"]`` when the router
     gives it; otherwise derives it: a spare is ready when it passes its health checks and
-    its files are no more than ``SPARE_LAG_WARN_SECONDS`` behind."""
+    its files are no more than ``SPARE_LAG_LIMIT_SECONDS`` behind."""
     given = service.get("spare")
     if isinstance(given, Mapping):
         reasons = [str(r) for r in given.get("reasons") or []]
@@ -109,7 +108,7 @@ def spare_readiness(service: Mapping[str, Any]) -> tuple[str | None, bool, list[
     elif not spare.get("healthy"):
         reasons.append("failing its health checks")
     lag = backend_lag(spare)
-    if lag is not None and lag > SPARE_LAG_WARN_SECONDS:
+    if lag is not None and lag > SPARE_LAG_LIMIT_SECONDS:
         reasons.append(f"files {format_lag(lag)} behind")
     return (spare.get("name"), not reasons, reasons)
 

@@ -1,4 +1,6 @@
-"""``hotspare status`` and ``hotspare switchover``: clients of the router's admin API.
+"""``hotspare status`` and ``hotspare switchover``, and the one admin API client
+(:class:`AdminClient`) that every command talking to the router uses (``hotspare
+promote`` too).
 
 Rules:
 
@@ -30,13 +32,14 @@ from typing import Any
 from urllib.parse import quote
 
 from router.admin.page import backend_lag, format_lag, spare_readiness
-from router.config import load_config, parse_hostport
+from router.config import Config, load_config, parse_hostport
 
 __all__ = [
     "AdminClient",
     "AdminError",
     "add_status_arguments",
     "add_switchover_arguments",
+    "admin_url",
     "format_status",
     "format_switchover",
     "run_status",
@@ -47,7 +50,13 @@ DEFAULT_ADMIN_URL = "http://127.0.0.1:9100"
 
 
 class AdminError(Exception):
-    """The admin API could not be reached or refused the call; the message says which."""
+    """The admin API could not be reached or refused the call; the message says which.
+    ``status`` is the router's answer (None: no answer), ``reason`` the bare cause."""
+
+    def __init__(self, message: str, status: int | None = None, reason: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason or message
 
 
 class AdminClient:
@@ -69,47 +78,57 @@ class AdminClient:
             req.add_header("Authorization", f"Bearer {self.token}")
         try:
             with self._opener.open(req, timeout=self.timeout) as resp:
-                raw = resp.read()
+                raw, code = resp.read(), resp.status
         except urllib.error.HTTPError as exc:
-            raise AdminError(self._refusal(method, url, exc)) from None
+            message, detail = self._refusal(method, url, exc)
+            raise AdminError(message, exc.code, detail) from None
         except urllib.error.URLError as exc:
             reason = getattr(exc.reason, "strerror", None) or str(exc.reason)
             raise AdminError(
                 f"cannot reach the router's admin API at {self.base_url}: {reason} "
-                f"(is `hotspare router` running? give its address with --admin URL or -c FILE)"
+                f"(is `hotspare router` running? give its address with --admin URL or -c FILE)",
+                reason=reason,
             ) from None
         except TimeoutError:
             raise AdminError(
-                f"{method} {url}: no answer within {self.timeout:g}s (raise --timeout?)"
+                f"{method} {url}: no answer within {self.timeout:g}s (raise --timeout?)",
+                reason=f"no answer within {self.timeout:g}s",
             ) from None
+        except OSError as exc:  # the connection broke mid-answer
+            raise AdminError(f"{method} {url}: {exc}", reason=str(exc) or type(exc).__name__) from None
         try:
             return json.loads(raw)
         except ValueError:
-            raise AdminError(f"{method} {url}: expected JSON, got {raw[:80]!r}") from None
+            raise AdminError(f"{method} {url}: expected JSON, got {raw[:80]!r}", code) from None
 
-    def _refusal(self, method: str, url: str, exc: urllib.error.HTTPError) -> str:
+    def _refusal(self, method: str, url: str, exc: urllib.error.HTTPError) -> tuple[str, str]:
+        """(the message, the router's own words: its JSON error or its raw body)."""
         detail = ""
+        raw = b""
         try:
-            payload = json.loads(exc.read() or b"null")
+            raw = exc.read()
+            payload = json.loads(raw or b"null")
             if isinstance(payload, Mapping):
                 detail = str(payload.get("error") or payload.get("message") or "")
         except (ValueError, OSError):
             pass
+        text = raw.decode("utf-8", errors="replace").strip()
         if exc.code in (401, 403):
             hint = (
                 "the token was wrong" if self.token else "no token was sent"
             ) + "; set HOTSPARE_ADMIN_TOKEN or pass -c FILE with admin.token"
             return f"{method} {url}: refused ({exc.code}): {detail or hint}" + (
                 f" ({hint})" if detail else ""
-            )
-        return f"{method} {url}: the router answered {exc.code}: {detail or exc.reason}"
+            ), text
+        return f"{method} {url}: the router answered {exc.code}: {detail or exc.reason}", text
 
 
 # -- where the router is -------------------------------------------------------------
 
 
-def _admin_url_from_listen(listen: str) -> str:
-    host, port = parse_hostport(listen)
+def admin_url(config: Config) -> str:
+    """The admin API's base URL from ``admin.listen``."""
+    host, port = parse_hostport(config.admin.listen)
     # A wildcard listener is reached on loopback from this machine.
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
@@ -120,7 +139,7 @@ def client_from_args(args: argparse.Namespace) -> AdminClient:
     url = os.environ.get("HOTSPARE_ADMIN_URL") or DEFAULT_ADMIN_URL
     if args.config:
         config = load_config(args.config)  # ConfigError -> exit 2 in cli.main
-        url = _admin_url_from_listen(config.admin.listen)
+        url = admin_url(config)
         token = config.admin.token or token
     if args.admin:
         url = args.admin

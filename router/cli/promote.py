@@ -12,8 +12,11 @@ Rules:
    ``POST /v1/services/{S}/confirm-fenced``, bearer admin token). This command never
    runs steps itself, so two promotions can never race.
 2. A dry run never refuses and changes nothing: it prints each step with its templates
-   resolved, plus warnings (target already active or unhealthy, router unreachable,
-   step that cannot work such as an agent step without an agent URL).
+   resolved, plus warnings (target already active or unhealthy, replication behind,
+   router unreachable, step that cannot work such as an agent step without an agent
+   URL). The plan is the admin API's own planner (:mod:`router.admin.plan`), fed with
+   what ``GET /v1/status`` says; the router is reached with the one admin client
+   (:class:`router.cli.client.AdminClient`).
 3. Exit status: 0 done, 1 the router refused or could not be reached, 2 bad usage or
    config (unknown service or backend).
 """
@@ -23,16 +26,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import urllib.error
-import urllib.request
+from collections.abc import Mapping
 from typing import Any
 
 from promote.audit import AuditLog, format_table
-from promote.pipeline import Pipeline
-from router.config import Config, ServiceConfig, load_config, parse_hostport
-from router.failover.promotion import promotion_context
+from router.admin.plan import PlanInput, make_plan
+from router.config import Config, ServiceConfig, load_config
 
-__all__ = ["add_arguments", "admin_url", "run"]
+from .client import AdminClient, AdminError, admin_url
+
+__all__ = ["add_arguments", "run"]
 
 _HTTP_TIMEOUT = 10.0
 
@@ -67,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         return _usage(f"no service {args.service!r} in {args.config} (services: {names})")
     base = args.router or admin_url(config)
     if args.confirm_fenced:
-        return _post(config, f"{base}/v1/services/{service.name}/confirm-fenced", {})
+        return _post(config, base, f"/v1/services/{service.name}/confirm-fenced", {})
     if args.to is None:
         return _usage("--to is required to promote (or use --confirm-fenced / --history)")
     if args.to not in [b.name for b in service.backends]:
@@ -75,93 +78,68 @@ def run(args: argparse.Namespace) -> int:
         return _usage(f"service {service.name} has no backend {args.to!r} (backends: {names})")
     if args.dry_run:
         return _dry_run(config, service, args.to, base)
-    return _post(config, f"{base}/v1/services/{service.name}/failover", {"to": args.to})
-
-
-def admin_url(config: Config) -> str:
-    host, port = parse_hostport(config.admin.listen)
-    if host in ("0.0.0.0", ""):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return _post(config, base, f"/v1/services/{service.name}/failover", {"to": args.to})
 
 
 def _dry_run(config: Config, service: ServiceConfig, target: str, base: str) -> int:
     warnings: list[str] = []
-    status = _get_status(base, service.name, warnings)
-    active = status.get("active") if status else None
-    if not isinstance(active, str) or active not in [b.name for b in service.backends]:
-        others = [b.name for b in service.backends if b.name != target]
-        active = others[0] if others else target
-        warnings.append(f"current active unknown; assuming {active}")
-    if active == target:
-        warnings.append(
-            f"{target} is already the active backend of {service.name}: a promotion would change nothing"
-        )
-    epoch_now = status.get("epoch") if status else None
-    if isinstance(epoch_now, int) and not isinstance(epoch_now, bool):
-        epoch = epoch_now + 1
-    else:
-        epoch = 0
-        warnings.append("epoch unknown (router not reachable); {epoch} is shown as 0")
-    for b in (status or {}).get("backends", []) or []:
-        if isinstance(b, dict) and b.get("name") == target and b.get("healthy") is False:
-            warnings.append(
-                f"target {target} is failing its health probes: the router would refuse it"
-            )
-    ctx = promotion_context(service, active, target, epoch, "MANUAL", "manual")
-    pipeline = Pipeline(service.promote, fence_failure=service.fence_failure, audit=None)
+    status = _get_status(AdminClient(base, config.admin.token, _HTTP_TIMEOUT), service.name, warnings)
+    backends = [b for b in (status or {}).get("backends") or [] if isinstance(b, Mapping)]
+    seen = next((b for b in backends if b.get("name") == target), {})
+    epoch = (status or {}).get("epoch")
+    plan = make_plan(PlanInput(
+        service=service, kind="failover",
+        state=_text(status, "state"), active=_text(status, "active"),
+        epoch=epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None,
+        target=target,
+        target_healthy=seen.get("healthy") if isinstance(seen.get("healthy"), bool) else None,
+        target_maintenance=seen.get("maintenance") is True,
+        replication=seen.get("replication") if isinstance(seen.get("replication"), Mapping) else None,
+        refusal=None,  # the router's machine is not asked: the real call will say
+    ))
     print("DRY RUN: nothing will be executed")
-    for w in warnings:
+    for w in [*warnings, *plan.warnings]:
         print(f"WARNING: {w}")
-    for line in pipeline.plan(ctx):
+    for line in plan.pipeline:
         print(line)
     return 0
 
 
-def _get_status(base: str, service: str, warnings: list[str]) -> dict[str, Any] | None:
+def _text(status: Mapping[str, Any] | None, key: str) -> str | None:
+    value = (status or {}).get(key)
+    return value if isinstance(value, str) else None
+
+
+def _get_status(client: AdminClient, service: str, warnings: list[str]) -> dict[str, Any] | None:
     try:
-        with urllib.request.urlopen(f"{base}/v1/status", timeout=_HTTP_TIMEOUT) as resp:
-            doc = json.loads(resp.read())
-    except (OSError, ValueError) as exc:
-        warnings.append(f"router not reachable at {base} ({_reason(exc)})")
+        doc = client.request("GET", "/v1/status")
+    except AdminError as exc:
+        warnings.append(f"router not reachable at {client.base_url} ({exc.reason})")
         return None
     for s in doc.get("services", []) if isinstance(doc, dict) else []:
         if isinstance(s, dict) and s.get("name") == service:
             return s
-    warnings.append(f"router at {base} does not list service {service}")
+    warnings.append(f"router at {client.base_url} does not list service {service}")
     return None
 
 
-def _post(config: Config, url: str, body: dict[str, Any]) -> int:
+def _post(config: Config, base: str, path: str, body: dict[str, Any]) -> int:
     if not config.admin.token:
         print("error: admin.token is not set in the config; the router refuses changes without it",
               file=sys.stderr)  # fmt: skip
         return 2
-    req = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={
-            "Authorization": f"Bearer {config.admin.token}",
-            "Content-Type": "application/json",
-        },
-    )
+    client = AdminClient(base, config.admin.token, _HTTP_TIMEOUT)
+    url = client.base_url + path
     try:
-        with urllib.request.urlopen(req, timeout=_HTTP_TIMEOUT) as resp:
-            print(resp.read().decode("utf-8", errors="replace").strip())
-            return 0
-    except urllib.error.HTTPError as exc:
-        text = exc.read().decode("utf-8", errors="replace").strip()
-        print(f"error: router answered {exc.code} to POST {url}: {text}", file=sys.stderr)
+        result = client.request("POST", path, body)
+    except AdminError as exc:
+        if exc.status is None:
+            print(f"error: router not reachable at {url} ({exc.reason}); is it running?", file=sys.stderr)
+        else:
+            print(f"error: router answered {exc.status} to POST {url}: {exc.reason}", file=sys.stderr)
         return 1
-    except OSError as exc:
-        print(
-            f"error: router not reachable at {url} ({_reason(exc)}); is it running?",
-            file=sys.stderr,
-        )
-        return 1
+    print(json.dumps(result))
+    return 0
 
 
 def _history(config: Config, service: str | None, limit: int) -> int:
@@ -182,9 +160,3 @@ def _history(config: Config, service: str | None, limit: int) -> int:
 def _usage(message: str) -> int:
     print(f"hotspare promote: error: {message}", file=sys.stderr)
     return 2
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, urllib.error.URLError):
-        return str(exc.reason)
-    return str(exc) or type(exc).__name__

@@ -20,9 +20,14 @@ Rules:
    stays burned; the machine's own rules then keep or refuse the old active).
 3. Tasks (the health checker, each promotion run) are named and live in the TaskGroup
    of :meth:`ServiceController.run`; cancelling ``run()`` stops them all.
-4. :class:`FailoverDirector` is the proxy's seam: ``route()`` answers the active and
-   epoch, raises :class:`MustHold` while a promotion runs (``await wait_for_route()``
-   then), and :class:`NoRoute` while the service is refusing.
+4. :class:`~.follow.FailoverDirector` is the proxy's seam (router/failover/follow.py).
+5. What happened is told once, by :class:`~.publish.Publisher`: the operator's log line
+   and a typed event on ``self.feed`` (state changes, detector transitions, alarms with
+   a stable code, promotion steps, operator commands).
+6. Backend health has one store: the detector, read through the health checker (the
+   director's ``health_of``, ``_try_again``). ``machine.healthy`` is the pure machine's
+   own input state, fed only by the BackendDown/BackendUp events submitted here, so it
+   decides without I/O; nothing else keeps health.
 """
 
 from __future__ import annotations
@@ -30,23 +35,21 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
-import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 
-from promote.audit import AuditLog
 from promote.pipeline import Pipeline
 from router import metrics
 from router.config import Config, ServiceConfig
 from router.errors import StateFileError
-from router.health.detector import Health, Traffic, Transition
+from router.health.detector import Health, Transition
 from router.health.probes import HealthChecker
 
-from .director import BackendView, DirectorSnapshot, MustHold, NoRoute, Outcome, OutcomeKind, Route
+from .director import MustHold, Outcome
 from .feed import EventFeed
-from .hold import Admitted, HoldLimits, HoldQueue, Refusal
+from .follow import FailoverDirector
+from .hold import Refusal
 from .machine import (
     AbortInflight,
     Action,
@@ -77,180 +80,16 @@ from .machine import (
     TimerFired,
 )
 from .promotion import promotion_context
+from .publish import Publisher, StepAudit, command_words
+from .runs import PromotionOutcome, PromotionRunner, wait_ready
 from .state import ServiceState, StateFile
 
-__all__ = ["FailoverDirector", "MustHold", "PromotionOutcome", "ServiceController"]
+__all__ = ["FailoverDirector", "MustHold", "PromotionOutcome", "PromotionRunner", "ServiceController"]
 
 log = logging.getLogger("hotspare.failover")
 
 # Seconds between tries of an automatic failover whose state-file write failed (rule 2).
 STATE_WRITE_RETRY = 5.0
-
-
-_TRAFFIC = {
-    OutcomeKind.CONNECT_FAILED: Traffic.REFUSED,
-    OutcomeKind.RESET: Traffic.RESET,
-    OutcomeKind.TIMEOUT: Traffic.TIMEOUT,
-    OutcomeKind.BAD_RESPONSE: Traffic.BAD_RESPONSE,
-    OutcomeKind.SLOW: Traffic.SLOW,
-}
-
-
-@dataclass(frozen=True, slots=True)
-class PromotionOutcome:
-    outcome: str  # "promoted" | "failed" | "fence_hold"
-    reason: str = ""
-    next_step: int | None = None
-    run_id: str | None = None
-
-
-PromotionRunner = Callable[[RunPromotion], Awaitable[PromotionOutcome]]
-
-
-class FailoverDirector:
-    """The :class:`~router.failover.director.Director` of one service: routes as the
-    failover machine decided; holds requests while it promotes."""
-
-    def __init__(self, service: ServiceConfig, active: str, epoch: int) -> None:
-        self._service = service
-        self._route = Route(service.backend(active), epoch)
-        self.mode = "route"  # route | hold | refuse
-        self.refusal: Refusal | None = None
-        self.hold = HoldQueue[int](HoldLimits.from_config(service.failover), service.failover.retry_after)
-        self._waiters: dict[int, asyncio.Future[Route]] = {}
-        self._ids = itertools.count()
-        self.on_report: Callable[[str, Outcome], None] | None = None
-        self.on_abort: Callable[[str], None] | None = None  # set by the proxy (AbortInflight)
-        self.state = "active"
-        self.healthy: dict[str, bool | None] = dict.fromkeys((b.name for b in service.backends), None)
-        self.health: dict[str, Health] = {}  # the detector's latest verdict (absent: not probed yet)
-        self.probed: Callable[[str], Health | None] = lambda backend: None  # the health checker's view
-        self._changed = asyncio.Event()
-
-    def _notify(self) -> None:
-        """Wake every request waiting for a decision (route, mode or health changed)."""
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
-
-    def set_health(self, backend: str, health: Health) -> None:
-        self.health[backend] = health
-        self.healthy[backend] = health is not Health.DOWN
-        self._notify()
-
-    def set_mode(self, mode: str, refusal: Refusal | None = None) -> None:
-        self.mode, self.refusal = mode, refusal
-        self._notify()
-
-    def could_fail_over(self, backend: str) -> bool:
-        """Could the failover layer move traffic off ``backend`` (automatic failover on,
-        another backend not known to be down)? If not, waiting for its verdict is pointless."""
-        return self._service.failover.automatic and any(
-            b.name != backend and self._healthy(b.name) is not False for b in self._service.backends
-        )
-
-    async def wait_verdict(self, route: Route, timeout: float) -> None:  # noqa: ASYNC109 - a bound, not a deadline API
-        """After a failed attempt on ``route``: wait (at most ``timeout`` s) until the
-        service routes elsewhere (another backend or epoch, hold, refuse) or the backend's
-        detector no longer suspects it (a probe cleared the evidence). The caller then
-        asks :meth:`route` again."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        name = route.backend.name
-        while self.mode == "route" and self._route.backend.name == name and self._route.epoch == route.epoch:
-            if self.health.get(name, Health.UP) is Health.UP:
-                return
-            left = deadline - loop.time()
-            if left <= 0:
-                return
-            try:
-                async with asyncio.timeout(left):
-                    await self._changed.wait()
-            except TimeoutError:
-                return
-
-    def route(self) -> Route:
-        if self.mode == "route":
-            return self._route
-        if self.mode == "hold":
-            raise MustHold("switching to the standby", self._service.failover.retry_after)
-        assert self.refusal is not None
-        raise NoRoute(self.refusal.reason, self.refusal.retry_after, self.refusal.status)
-
-    async def wait_for_route(self, body_size: int, now: Callable[[], float] = time.monotonic) -> Route:
-        """Hold this request until the promotion ends: its Route, or NoRoute (refused,
-        queue full, or held longer than hold.max_time)."""
-        if self.mode != "hold":
-            return self.route()
-        key = next(self._ids)
-        verdict = self.hold.admit(key, body_size, now())
-        if isinstance(verdict, Refusal):
-            metrics.REFUSED.labels(self._service.name, "hold_full").inc()
-            raise NoRoute(verdict.reason, verdict.retry_after, verdict.status)
-        assert isinstance(verdict, Admitted)
-        fut: asyncio.Future[Route] = asyncio.get_running_loop().create_future()
-        self._waiters[key] = fut
-        metrics.HELD.labels(self._service.name).set(len(self.hold))
-        try:
-            async with asyncio.timeout(max(0.0, verdict.deadline - now())):
-                return await fut
-        except TimeoutError:
-            metrics.REFUSED.labels(self._service.name, "hold_timeout").inc()
-            raise NoRoute("held longer than hold.max_time", self._service.failover.retry_after) from None
-        finally:
-            self.hold.remove(key)
-            self._waiters.pop(key, None)
-            metrics.HELD.labels(self._service.name).set(len(self.hold))
-
-    def snapshot(self) -> DirectorSnapshot:
-        return DirectorSnapshot(
-            active=self._route.backend.name,
-            epoch=self._route.epoch,
-            state=self.state,
-            backends=tuple(BackendView(b.name, b.url, self._healthy(b.name)) for b in self._service.backends),
-        )
-
-    def _healthy(self, backend: str) -> bool | None:
-        h = self.probed(backend)
-        if h is None:
-            return self.healthy.get(backend)
-        return h is not Health.DOWN
-
-    def report(self, backend_name: str, outcome: Outcome) -> None:
-        if self.on_report is not None:
-            self.on_report(backend_name, outcome)
-
-    # -- driven by the controller ---------------------------------------------------------
-
-    @property
-    def service(self) -> ServiceConfig:
-        return self._service
-
-    def backend_cleared(self, backend_name: str) -> bool:
-        return self.health.get(backend_name) is Health.UP
-
-    def update(self, service: ServiceConfig) -> None:
-        """A reload changed the service's config; keep the decision if still valid."""
-        self._service = service
-        active = self._route.backend.name
-        backend = next((b for b in service.backends if b.name == active), service.backends[0])
-        self._route = Route(backend, self._route.epoch)
-        self.hold.limits = HoldLimits.from_config(service.failover)
-
-    def route_to(self, backend: str, epoch: int) -> None:
-        self._route = Route(self._service.backend(backend), epoch)
-        self.set_mode("route")
-
-    def release(self) -> None:
-        for key in self.hold.release_all():
-            fut = self._waiters.pop(key, None)
-            if fut is not None and not fut.done():
-                fut.set_result(self._route)
-
-    def refuse_held(self, refusal: Refusal) -> None:
-        for key in self.hold.refuse_all():
-            fut = self._waiters.pop(key, None)
-            if fut is not None and not fut.done():
-                fut.set_exception(NoRoute(refusal.reason, refusal.retry_after, refusal.status))
 
 
 class ServiceController:
@@ -274,19 +113,19 @@ class ServiceController:
                              f.hold.max_time, f.retry_after),
             initial.active, initial.epoch,
         )
-        self.director = FailoverDirector(service, initial.active, initial.epoch)
-        self.director.on_report = self._on_report
         self.checker = HealthChecker(service, self._on_transition, clock=clock)
-        self.director.probed = self.checker.health
+        self.director = FailoverDirector(service, initial.active, initial.epoch, self.checker.health)
+        self.director.on_report = self._on_report
+        self.publisher = Publisher(service.name, self.feed)  # log lines + feed events (publish.py)
         self._run_promotion = run_promotion or self._default_promotion
-        self._audit = AuditLog(config.audit_log_path)
+        self._audit = StepAudit(config.audit_log_path, self.publisher)
         self._agent_token = config.replication.token if config.replication else None
         # Never in an audit record, log line or API answer (promote.redact).
         self._secrets = (config.admin.token,)
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._timers: dict[Timer, asyncio.TimerHandle] = {}
         self._tg: asyncio.TaskGroup | None = None
-        self.alarms: list[str] = []
+        self.alarms = self.publisher.alarms  # "code: message", newest last (the publisher's list)
         self._last_run: PromotionOutcome | None = None
         self._retry: asyncio.TimerHandle | None = None
         self._promotions = 0  # promotion tasks running
@@ -350,7 +189,14 @@ class ServiceController:
         down; else performs its actions and returns them. Needs :meth:`run` running."""
         if self._tg is None:
             raise IllegalEvent(f"service {self.service.name}: the failover controller is not running")
-        return self._take(event, operator=True)
+        try:
+            actions = self._take(event, operator=True)
+        except FailoverError as exc:
+            self.publisher.notice(f"operator {command_words(event)} refused: {exc}")
+            raise
+        m = self.machine
+        self.publisher.notice(f"operator {command_words(event)}: {m.state.value} with {m.active} active at epoch {m.epoch}")
+        return actions
 
     def _take(self, event: Event, *, operator: bool) -> list[Action]:
         """Rule 2: the machine takes ``event``; its state write goes first; a failed write
@@ -380,7 +226,7 @@ class ServiceController:
             then = "the operator's request was not carried out"
         else:
             then = f"the automatic move is tried again in {STATE_WRITE_RETRY:g}s"
-        self._alarm("state_write_failed", f"{exc}; {type(event).__name__} not applied, the service stays {kept}; {then}")
+        self.publisher.alarm("state_write_failed", f"{exc}; {type(event).__name__} not applied, the service stays {kept}; {then}")
         if isinstance(event, PromotionSucceeded):
             # The pipeline ran, but the new active is not on disk: traffic must not move.
             self.submit(PromotionFailed(self._clock(), f"the new active could not be recorded: {exc}"))
@@ -402,13 +248,6 @@ class ServiceController:
             return
         self.submit(dataclasses.replace(event, now=self._clock()))
 
-    def _alarm(self, cause: str, message: str) -> None:
-        text = f"{cause}: {message}"
-        if self.alarms and self.alarms[-1] == text:
-            return  # the same failure again (a retry): counted in metrics, not repeated
-        log.error("service %s ALARM (%s): %s", self.service.name, cause, message)
-        self.alarms.append(text)
-
     def update(self, service: ServiceConfig) -> None:
         """A reload: new promotion steps and hold limits apply at once; changes to the
         backends' names, health checks or detection need a restart (logged)."""
@@ -427,17 +266,16 @@ class ServiceController:
     # -- inputs ---------------------------------------------------------------------------
 
     def _on_transition(self, service: str, t: Transition) -> None:
-        self.director.set_health(t.backend, t.new)
+        self.publisher.health_changed(t)
+        self.director.wake()  # the detector moved: requests waiting for a verdict look again
         if t.new is Health.DOWN:
             self.submit(BackendDown(t.now, t.backend, t.cause, t.since, t.detail))
         elif t.new is Health.UP and t.old is Health.DOWN:
             self.submit(BackendUp(t.now, t.backend))
 
     def _on_report(self, backend: str, outcome: Outcome) -> None:
-        if outcome.kind is OutcomeKind.OK:
-            self.checker.report_traffic(backend, Traffic.OK, outcome.status)
-        else:
-            self.checker.report_traffic(backend, _TRAFFIC[outcome.kind])
+        # One vocabulary (router/failures.py): the proxy's Failure goes on as it is.
+        self.checker.report_traffic(backend, outcome.failure, outcome.status)
 
     # -- the one dispatcher ---------------------------------------------------------------
 
@@ -445,7 +283,7 @@ class ServiceController:
         name = self.service.name
         for a in actions:
             if isinstance(a, StateChanged):
-                log.warning("service %s: %s -> %s (%s): %s", name, a.old.value, a.new.value, a.cause, a.message)
+                self.publisher.state_changed(a)
                 self.director.state = a.new.value
                 for s in State:
                     metrics.SERVICE_STATE.labels(name, s.value).set(1 if s is a.new else 0)
@@ -472,7 +310,7 @@ class ServiceController:
             elif isinstance(a, RefuseTraffic):
                 self.director.set_mode("refuse", Refusal(a.status, a.retry_after, a.reason))
             elif isinstance(a, RaiseAlarm):
-                self._alarm(str(a.cause), a.message)
+                self.publisher.alarm(a.cause, a.message)
             elif isinstance(a, SetTimer):
                 self._cancel_timer(a.timer)
                 loop = asyncio.get_running_loop()
@@ -520,7 +358,7 @@ class ServiceController:
         of the new active within ``hold.max_time``."""
         svc = self.service
         if svc.promote:
-            ctx = promotion_context(svc, a.old, a.new, a.epoch, a.cause.name, a.trigger)
+            ctx = promotion_context(svc, a.old, a.new, a.epoch, a.cause, a.trigger)
             pipeline = Pipeline(svc.promote, fence_failure=svc.fence_failure, audit=self._audit,
                                 agent_token=self._agent_token, secrets=self._secrets)
             start_at = self._last_run.next_step if (a.resume and self._last_run) else None
@@ -529,19 +367,4 @@ class ServiceController:
             metrics.PROMOTIONS.labels(svc.name, res.outcome).inc()
             if res.outcome != "promoted":
                 return PromotionOutcome(res.outcome, res.reason, res.next_step, res.run_id)
-        return await self._wait_ready(a.new)
-
-    async def _wait_ready(self, backend: str) -> PromotionOutcome:
-        h = self.service.health
-        prober = self.checker.prober(backend)
-        deadline = self._clock() + self.service.failover.hold.max_time
-        good = 0
-        while self._clock() < deadline:
-            started = self._clock()
-            r = await prober.probe_once(started)
-            good = good + 1 if r.ok else 0
-            if good >= h.rise:
-                return PromotionOutcome("promoted")
-            await asyncio.sleep(h.fast_interval)  # pacing between probes, not a wait for a condition
-        return PromotionOutcome("failed", f"{backend} not ready: {h.rise} good probes not seen "
-                                          f"within {self.service.failover.hold.max_time:g}s")
+        return await wait_ready(self.checker.prober(a.new), svc, self._clock)

@@ -14,19 +14,19 @@ Rules:
    proxy then waits in ``wait_for_route``). After a failed attempt the proxy may ask
    ``could_fail_over``/``wait_verdict``/``backend_cleared`` to decide whether to go again.
 4. This module holds the protocol and its value types only: no I/O, no asyncio, nothing
-   of the failover machinery. :class:`router.failover.controller.FailoverDirector`
+   of the failover machinery. :class:`router.failover.follow.FailoverDirector`
    implements it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 from typing import Protocol
 
 from router.config import BackendConfig, ServiceConfig
+from router.failures import Failure
 
-__all__ = ["BackendView", "Director", "DirectorSnapshot", "MustHold", "NoRoute", "Outcome", "OutcomeKind", "Route"]
+__all__ = ["BackendView", "Director", "DirectorSnapshot", "MustHold", "NoRoute", "Outcome", "Route"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,30 +35,30 @@ class Route:
     epoch: int
 
 
-class OutcomeKind(Enum):
-    OK = "ok"  # a response came back (see Outcome.status)
-    CONNECT_FAILED = "connect_failed"  # refused/unreachable/TLS failed: request NOT sent
-    RESET = "reset"  # connection broke after the request was (maybe) sent
-    TIMEOUT = "timeout"  # no first byte in time, or the body stalled
-    BAD_RESPONSE = "bad_response"  # malformed or ambiguously framed response
-    SLOW = "slow"  # no first byte after health.timeout yet (reported once; the request goes on)
-
-
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    kind: OutcomeKind
-    status: int | None = None  # the backend's status code when kind is OK
+    """What one attempt showed: a response (``status``) or a :class:`Failure` (the one
+    vocabulary, router/failures.py; never a client fault)."""
+
+    failure: Failure | None = None  # None: a response came back (see status)
+    status: int | None = None  # the backend's status code when failure is None
 
     @classmethod
     def ok(cls, status: int) -> Outcome:
-        return cls(OutcomeKind.OK, status)
+        """Shared per status too: one report per request on the data path."""
+        done = _OK.get(status)
+        if done is None:
+            done = _OK[status] = cls(None, status)
+        return done
+
+    @classmethod
+    def failed(cls, failure: Failure) -> Outcome:
+        """The shared instance for ``failure`` (no allocation on the data path)."""
+        return _FAILED[failure]
 
 
-OUTCOME_CONNECT_FAILED = Outcome(OutcomeKind.CONNECT_FAILED)
-OUTCOME_RESET = Outcome(OutcomeKind.RESET)
-OUTCOME_TIMEOUT = Outcome(OutcomeKind.TIMEOUT)
-OUTCOME_BAD_RESPONSE = Outcome(OutcomeKind.BAD_RESPONSE)
-OUTCOME_SLOW = Outcome(OutcomeKind.SLOW)
+_FAILED = {f: Outcome(f) for f in Failure}
+_OK: dict[int, Outcome] = {}  # bounded: a status has three digits
 
 
 class NoRoute(Exception):

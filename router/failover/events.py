@@ -1,4 +1,4 @@
-"""What goes into and comes out of the failover state machine (:mod:`.failover`):
+"""What goes into and comes out of the failover state machine (:mod:`.machine`):
 its states, its events (each carrying ``now``) and its actions (performed, in order, by
 the controller's one dispatcher). Plain frozen data, no behaviour.
 """
@@ -15,7 +15,9 @@ __all__ = [
     "AbortInflight",
     "Action",
     "AdminConfirmFenced",
+    "AdminDrain",
     "AdminFailover",
+    "AdminReady",
     "AdminResume",
     "AdminSwitchover",
     "BackendDown",
@@ -141,6 +143,24 @@ class AdminResume:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminDrain:
+    """Operator: put a backend other than the active in maintenance. It is no failover or
+    switchover target, whatever its probes say, until :class:`AdminReady` (HAProxy's
+    MAINT: an admin state of its own, not a fake DOWN that the next good probe undoes)."""
+
+    now: float
+    backend: str
+
+
+@dataclass(frozen=True, slots=True)
+class AdminReady:
+    """Operator: maintenance is over; the backend is a target again while its probes pass."""
+
+    now: float
+    backend: str
+
+
+@dataclass(frozen=True, slots=True)
 class TimerFired:
     now: float
     timer: Timer
@@ -156,6 +176,8 @@ Event = (
     | AdminFailover
     | AdminConfirmFenced
     | AdminResume
+    | AdminDrain
+    | AdminReady
     | TimerFired
 )
 

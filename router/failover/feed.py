@@ -78,7 +78,7 @@ class AlarmRaised(FeedEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PromotionStep(FeedEvent):
-    """One step of a promotion run ended (``outcome``: ok, failed, timeout, skipped)."""
+    """One step of a promotion run ended (``outcome``: ok, failed, timeout)."""
 
     kind: ClassVar[str] = "promotion"
     run: str

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hotspare.causes import Cause
 from promote.pipeline import PromotionContext
 from router.config import ServiceConfig
 from router.health.probes import probe_url
@@ -16,7 +17,7 @@ __all__ = ["promotion_context"]
 
 
 def promotion_context(
-    service: ServiceConfig, old: str, new: str, epoch: int, cause: str, trigger: Any
+    service: ServiceConfig, old: str, new: str, epoch: int, cause: Cause, trigger: Any
 ) -> PromotionContext:
     o, n = service.backend(old), service.backend(new)
     return PromotionContext(

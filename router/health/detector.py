@@ -43,6 +43,7 @@ from enum import Enum
 
 from hotspare.causes import Cause
 from router.config import ServiceConfig
+from router.failures import Failure
 
 __all__ = [
     "Detector",
@@ -50,10 +51,8 @@ __all__ = [
     "DetectorSettings",
     "DetectorSnapshot",
     "Health",
-    "ProbeFailure",
     "ProbeResult",
     "ScheduleProbe",
-    "Traffic",
     "TrafficResult",
     "Transition",
 ]
@@ -65,32 +64,11 @@ class Health(Enum):
     DOWN = "down"
 
 
-class ProbeFailure(Enum):
-    """Why a probe failed, as the prober saw it (translated once, in health.py)."""
-
-    REFUSED = "connect refused"
-    CONNECT_TIMEOUT = "connect timeout"
-    TIMEOUT = "timeout"
-    RESET = "connection reset"
-    STATUS = "unexpected status"
-    BODY = "unexpected body"
-    ERROR = "error"
-
-
-class Traffic(Enum):
-    """What one real request to the backend showed (reported by the proxy)."""
-
-    OK = "ok"  # a response came back; its status may still be in fail_on_status
-    REFUSED = "connect failed"  # no connection: the request was not sent
-    RESET = "connection reset"  # the connection broke after (part of) the request
-    BAD_RESPONSE = "bad response"  # malformed or ambiguously framed response
-    TIMEOUT = "timeout"  # the request ran into its own timeout
-    SLOW = "slow"  # still no answer after the probe timeout (the request goes on)
-    CLIENT_FAULT = "client fault"  # the client's doing: never counted
-
-
-_DECISIVE = frozenset({Traffic.REFUSED})
-_EVIDENCE = frozenset({Traffic.RESET, Traffic.BAD_RESPONSE, Traffic.TIMEOUT, Traffic.SLOW})
+# What real traffic shows (router/failures.py, the one vocabulary): a refused
+# connection is decisive (rule 5); these others are evidence (rules 4 and 6); a client
+# fault is nothing (rule 7). Probe failures carry a Failure too, for their detail only.
+_DECISIVE = frozenset({Failure.CONNECT})
+_EVIDENCE = frozenset({Failure.RESET, Failure.FRAMING, Failure.TIMEOUT, Failure.SLOW, Failure.ERROR})
 
 
 # -- events ---------------------------------------------------------------------------
@@ -101,7 +79,7 @@ class ProbeResult:
     now: float  # when the result came back
     started: float  # when the probe was sent
     ok: bool
-    failure: ProbeFailure | None = None
+    failure: Failure | None = None
     detail: str = ""  # e.g. "status 503" or "connect refused"
 
     @classmethod
@@ -109,15 +87,15 @@ class ProbeResult:
         return cls(now=now, started=started, ok=True)
 
     @classmethod
-    def bad(cls, started: float, now: float, failure: ProbeFailure, detail: str = "") -> ProbeResult:
-        return cls(now=now, started=started, ok=False, failure=failure, detail=detail or failure.value)
+    def bad(cls, started: float, now: float, failure: Failure, detail: str = "") -> ProbeResult:
+        return cls(now=now, started=started, ok=False, failure=failure, detail=detail or failure.text)
 
 
 @dataclass(frozen=True, slots=True)
 class TrafficResult:
     now: float
-    kind: Traffic
-    status: int | None = None  # the backend's status when kind is OK
+    failure: Failure | None  # None: a response came back; its status may still be in fail_on_status
+    status: int | None = None  # the backend's status when failure is None
 
 
 # -- actions --------------------------------------------------------------------------
@@ -281,19 +259,19 @@ class Detector:
 
     def traffic(self, r: TrafficResult) -> list[DetectorAction]:
         s = self.settings
-        kind = r.kind
-        if kind is Traffic.CLIENT_FAULT:
-            return []
-        if kind is Traffic.OK:
+        failure = r.failure
+        if failure is None:
             if r.status is None or r.status not in s.fail_on_status:
                 self.traffic_failures = 0
                 return []
             what = f"status {r.status}"
             decisive = True
+        elif failure.client_fault:
+            return []
         else:
-            what = kind.value
-            decisive = kind in _DECISIVE
-            assert decisive or kind in _EVIDENCE
+            what = failure.text
+            decisive = failure in _DECISIVE
+            assert decisive or failure in _EVIDENCE, f"traffic cannot show {failure}"
         if self.health is Health.DOWN:
             return []  # only probes bring it back; nothing more to learn
         self.evidence_at = r.now

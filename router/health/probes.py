@@ -9,7 +9,8 @@ Rules:
 2. The detector decides; this module only performs its actions: it sends a probe when
    one is due (:class:`ScheduleProbe`) and hands every :class:`Transition` to the
    ``on_transition`` callback after updating metrics and logging an operator line.
-3. aiohttp and OS errors become a :class:`ProbeFailure` here, once.
+3. aiohttp and OS errors become a :class:`~router.failures.Failure` in router/edge.py,
+   the same ``translate`` the proxy uses: a refused connection is one word everywhere.
 4. Each probe opens a fresh connection (``force_close``): a probe must test that the
    backend still accepts connections, not that an old keep-alive socket is still open.
 5. Real traffic reaches the detector through :meth:`HealthChecker.report_traffic`
@@ -31,6 +32,8 @@ import aiohttp
 
 from router import metrics
 from router.config import BackendConfig, HealthConfig, ServiceConfig
+from router.edge import translate
+from router.failures import Failure
 
 from .detector import (
     Detector,
@@ -38,10 +41,8 @@ from .detector import (
     DetectorSettings,
     DetectorSnapshot,
     Health,
-    ProbeFailure,
     ProbeResult,
     ScheduleProbe,
-    Traffic,
     TrafficResult,
     Transition,
 )
@@ -125,7 +126,7 @@ class BackendProber:
         CancelledError)."""
         h = self.health
         self.probes_sent += 1
-        failure: ProbeFailure | None = None
+        failure: Failure | None = None
         detail = ""
         try:
             async with asyncio.timeout(h.timeout):
@@ -139,22 +140,14 @@ class BackendProber:
                     status = resp.status
                     body = await resp.content.read(_MAX_BODY) if h.expect_body is not None else b""
             if status not in h.expect_status:
-                failure, detail = ProbeFailure.STATUS, f"status {status}"
+                failure, detail = Failure.STATUS, f"status {status}"
             elif h.expect_body is not None and h.expect_body.encode() not in body:
-                failure, detail = ProbeFailure.BODY, f"body lacks {h.expect_body!r}"
-        except aiohttp.ConnectionTimeoutError:
-            failure, detail = ProbeFailure.CONNECT_TIMEOUT, f"connect timeout ({h.timeout:g}s)"
-        except TimeoutError:
-            failure, detail = ProbeFailure.TIMEOUT, f"timeout ({h.timeout:g}s)"
-        except aiohttp.ClientConnectorError as exc:
-            if isinstance(exc.os_error, ConnectionRefusedError):
-                failure, detail = ProbeFailure.REFUSED, "connect refused"
-            else:
-                failure, detail = ProbeFailure.ERROR, f"connect failed: {exc.os_error.strerror or exc.os_error}"
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionResetError) as exc:
-            failure, detail = ProbeFailure.RESET, f"connection reset ({type(exc).__name__})"
-        except aiohttp.ClientError as exc:
-            failure, detail = ProbeFailure.ERROR, f"{type(exc).__name__}: {exc}"
+                failure, detail = Failure.BODY, f"body lacks {h.expect_body!r}"
+        except Exception as exc:  # never CancelledError: a BaseException
+            err = translate(exc, self.backend.name)
+            failure, detail = err.failure, err.detail
+            if err.status == 504:  # a deadline ran out (connect or answer): say which
+                detail = f"{detail} ({h.timeout:g}s)"
         now = self._clock()
         if failure is None:
             return ProbeResult.good(started, now)
@@ -162,8 +155,8 @@ class BackendProber:
 
     # -- traffic --------------------------------------------------------------------------
 
-    def report_traffic(self, kind: Traffic, status: int | None = None) -> None:
-        self._apply(self.detector.traffic(TrafficResult(self._clock(), kind, status)))
+    def report_traffic(self, failure: Failure | None, status: int | None = None) -> None:
+        self._apply(self.detector.traffic(TrafficResult(self._clock(), failure, status)))
 
     # -- actions --------------------------------------------------------------------------
 
@@ -232,11 +225,12 @@ class HealthChecker:
     def started(self) -> bool:
         return bool(self._probers)
 
-    def report_traffic(self, backend: str, kind: Traffic, status: int | None = None) -> None:
-        """What a real request to ``backend`` showed. Ignored until the probers run."""
+    def report_traffic(self, backend: str, failure: Failure | None, status: int | None = None) -> None:
+        """What a real request to ``backend`` showed (``failure`` None: a response with
+        ``status``). Ignored until the probers run."""
         prober = self._probers.get(backend)
         if prober is not None:
-            prober.report_traffic(kind, status)
+            prober.report_traffic(failure, status)
 
     def health(self, backend: str) -> Health | None:
         """None before the checker runs."""

@@ -1,16 +1,48 @@
-"""Answers the router gives itself when it cannot forward: the page a refused request
-gets while its service switches to the standby (browsers get HTML that reloads itself
-after Retry-After seconds; other clients a line of text).
+"""Every answer the router makes itself instead of forwarding, in one place.
+
+Rules:
+
+1. A text answer names its cause and ends with the request id; it is never cached
+   (``Cache-Control: no-store``) and never carries a traceback.
+2. A refused request (no route: the service switches or is degraded) gets 503 +
+   Retry-After: browsers get HTML that reloads itself after Retry-After seconds, other
+   clients a line of text. A WebSocket upgrade gets the same answer.
+3. An answer given while the client's body is unread closes the connection: that body
+   must not be parsed as the next request.
+4. Each answer is logged once and counted in the metric that says who was at fault
+   (``hotspare_bad_requests_total`` for the client, ``hotspare_refused_requests_total``
+   for the router); client faults are never reported against a backend.
 """
 
 from __future__ import annotations
 
 import html
+import logging
 from dataclasses import dataclass
 
+from aiohttp import web
+from aiohttp.web_request import BaseRequest
+
+from router import metrics
+from router.errors import RequestBodyTooLarge, UpstreamError
 from router.failover.director import NoRoute
 
-__all__ = ["Reply", "refusal_reply", "switching_page", "wants_html"]
+from .targets import ALLOW, Answer
+
+__all__ = [
+    "Reply",
+    "client_fault",
+    "no_route",
+    "own_answer",
+    "refusal_reply",
+    "refuse",
+    "switching_page",
+    "text",
+    "upstream_failed",
+    "wants_html",
+]
+
+log = logging.getLogger("hotspare.router")
 
 
 def wants_html(accept: str | None) -> bool:
@@ -74,3 +106,85 @@ def refusal_reply(refusal: NoRoute, service: str, accept: str | None) -> Reply:
                 f"retry in {refusal.retry_after} s\n").encode()
         headers.append(("Content-Type", "text/plain; charset=utf-8"))
     return Reply(refusal.status, tuple(headers), body)
+
+
+# -- the answers, as aiohttp responses ---------------------------------------------------
+
+
+def text(status: int, body: str, request_id: str, extra: dict[str, str] | None = None) -> web.Response:
+    headers = {"X-Request-ID": request_id, "Cache-Control": "no-store"}
+    if extra:
+        headers.update(extra)
+    return web.Response(status=status, text=f"{body}\nrequest id: {request_id}\n", headers=headers)
+
+
+def own_answer(answer: Answer, request_id: str) -> web.Response:
+    """What the router says itself about a target it will not forward (targets.py)."""
+    extra = {"Allow": answer.allow} if answer.allow else None
+    if answer.status == 200:  # OPTIONS *: the router's own capabilities
+        return web.Response(status=200, headers={"Allow": ALLOW, "X-Request-ID": request_id})
+    metrics.BAD_REQUESTS.labels(answer.cause).inc()
+    log.info("%s; answered %d", answer.text, answer.status)
+    resp = text(answer.status, answer.text, request_id, extra)
+    resp.force_close()  # whatever follows on this connection is not to be trusted
+    return resp
+
+
+def refuse(
+    service: str, request: BaseRequest, request_id: str, status: int, body: str, close: bool = False
+) -> web.Response:
+    resp = text(status, body, request_id)
+    if close:
+        resp.force_close()  # the unread body must not be parsed as the next request
+    if status >= 500:
+        metrics.REFUSED.labels(service, "no_route").inc()
+        log.warning("%s; answered %d to %s %s id=%s", body, status, request.method, request.path, request_id)
+    return resp
+
+
+def upstream_failed(request: BaseRequest, request_id: str, err: UpstreamError, reason: str) -> web.Response:
+    log.error("%s; answered %d to %s %s id=%s (not sent again: %s)",
+              err.cause, err.status, request.method, request.path, request_id, reason)
+    what = "gateway timeout" if err.status == 504 else "bad gateway"
+    resp = text(err.status, f"{what}: {err.cause}\nnot sent again: {reason}", request_id)
+    if request.body_exists:
+        resp.force_close()
+    return resp
+
+
+def no_route(service: str, request: BaseRequest, request_id: str, exc: NoRoute) -> web.Response:
+    """503 + Retry-After; the switching page for browsers."""
+    reply = refusal_reply(exc, service, request.headers.get("Accept"))
+    resp = web.Response(status=reply.status, body=reply.body, headers=[*reply.headers, ("X-Request-ID", request_id)])
+    if request.body_exists:
+        resp.force_close()  # the unread body must not be parsed as the next request
+    metrics.REFUSED.labels(service, "no_route").inc()
+    log.warning("service %s unavailable (%s); answered %d to %s %s id=%s",
+                service, exc.reason, reply.status, request.method, request.path, request_id)
+    return resp
+
+
+def client_fault(request: BaseRequest, request_id: str, fault: Exception) -> web.Response:
+    if isinstance(fault, RequestBodyTooLarge):
+        log.info("request body over %d bytes; answered 413 to %s %s id=%s", fault.limit, request.method, request.path, request_id)
+        resp = text(413, f"payload too large: body over {fault.limit} bytes", request_id)
+    else:
+        metrics.BAD_REQUESTS.labels("bad_request").inc()
+        log.info("%s; answered 400 to %s %s id=%s", fault, request.method, request.path, request_id)
+        resp = text(400, f"bad request: {fault}", request_id)
+    resp.force_close()
+    return resp
+
+
+def upgrade_refused(request: BaseRequest, request_id: str, backend: str, status: int) -> web.Response:
+    """The backend declined a WebSocket upgrade and its answer could not be kept."""
+    log.error("backend %s refused the websocket upgrade (status %d); answered 502 to GET %s id=%s",
+              backend, status, request.path, request_id)
+    return text(502, f"bad gateway: backend {backend} refused the websocket upgrade ({status})", request_id)
+
+
+def upgrade_failed(request: BaseRequest, request_id: str, err: UpstreamError) -> web.Response:
+    """A WebSocket upgrade that never reached a backend's answer (never sent again)."""
+    log.error("%s; answered %d to GET %s id=%s", err.cause, err.status, request.path, request_id)
+    what = "gateway timeout" if err.status == 504 else "bad gateway"
+    return text(err.status, f"{what}: {err.cause}", request_id)

@@ -20,10 +20,10 @@ from aiohttp import web
 from aiohttp.http_writer import StreamWriter
 from aiohttp.web_request import BaseRequest
 
+from router.edge import translate
 from router.errors import ClientGone, RequestBodyTooLarge, UpstreamError, UpstreamTimeout
 
 from .routes import ServiceRuntime
-from .upstream import translate
 
 __all__ = ["COALESCE_MAX", "ClientStalled", "ProxyResponse", "RequestBody", "drain", "finish", "read_failed"]
 

@@ -1,5 +1,6 @@
-"""Connections to backends: one keep-alive pool per backend, and the one place where
-aiohttp/OSError exceptions become ours.
+"""Connections to backends: one keep-alive pool per backend, and the hooks that bend
+aiohttp's client to a proxy's needs. (aiohttp/OSError exceptions become ours in
+router/edge.py, the one place, shared with the probes.)
 
 Rules:
 
@@ -8,9 +9,9 @@ Rules:
    the others are retired and closed once their in-flight requests are done.
 2. The sessions do nothing on their own: no redirects, no cookies, no decompression, no
    automatic headers (User-Agent, Accept, Accept-Encoding, Content-Type).
-3. :func:`translate` maps a low-level exception to an :class:`UpstreamError` saying
-   whether the request may have reached the backend (``sent``) and what to answer. A
-   request aiohttp cannot even encode is the client's fault (``RequestUnsendable``).
+3. :func:`router.edge.translate` maps a low-level exception to an :class:`UpstreamError`
+   saying whether the request may have reached the backend (``sent``) and what to
+   answer. A request aiohttp cannot even encode is the client's fault (``RequestUnsendable``).
 4. Whether the last connection a request used was a reused keep-alive one is recorded
    in the context variable :data:`CONNECTION_REUSED` (set by the pool's connector in the
    requesting task): a backend that closes an idle keep-alive connection just as a
@@ -41,16 +42,8 @@ from aiohttp.client_proto import ResponseHandler
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from router.config import BackendConfig, PoolConfig
-from router.errors import (
-    RequestUnsendable,
-    UpstreamConnectError,
-    UpstreamError,
-    UpstreamProtocolError,
-    UpstreamResetError,
-    UpstreamTimeout,
-)
 
-__all__ = ["CONNECTION_REUSED", "WS_REFUSAL", "BackendPool", "PoolKey", "UpgradeRefused", "pool_key", "translate"]
+__all__ = ["CONNECTION_REUSED", "WS_REFUSAL", "BackendPool", "PoolKey", "UpgradeRefused", "pool_key"]
 
 CONNECTION_REUSED: contextvars.ContextVar[bool] = contextvars.ContextVar("hotspare_connection_reused", default=False)
 
@@ -238,32 +231,3 @@ class BackendPool:
             await self._ws_session.close()
         await self.session.close()
 
-
-def translate(exc: BaseException, backend: str) -> UpstreamError:
-    """Turn an exception raised while talking to ``backend`` into an UpstreamError."""
-    if isinstance(exc, UpstreamError):
-        return exc
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return UpstreamConnectError(f"backend {backend} connect timeout", status=504)
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return UpstreamConnectError(f"backend {backend} TLS certificate not trusted")
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        why = exc.os_error.strerror or str(exc.os_error) if exc.os_error else str(exc)
-        return UpstreamConnectError(f"backend {backend} unreachable ({why.lower()})")
-    if isinstance(exc, aiohttp.ServerTimeoutError | asyncio.TimeoutError | TimeoutError):
-        return UpstreamTimeout(f"backend {backend} timed out")
-    if isinstance(exc, aiohttp.ClientResponseError):
-        # Raised by the response parser: bad status line, CL+TE, duplicate lengths...
-        return UpstreamProtocolError(f"backend {backend} sent a malformed response ({exc.message})")
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return UpstreamResetError(f"backend {backend} broke off the response body")
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return UpstreamResetError(f"backend {backend} closed the connection")
-    if isinstance(exc, aiohttp.InvalidURL) or (isinstance(exc, ValueError | TypeError) and not isinstance(exc, OSError)):
-        # raised while encoding the request (UnicodeError is a ValueError): not sent
-        return RequestUnsendable(f"the request cannot be forwarded ({type(exc).__name__}: {str(exc)[:120]})")
-    if isinstance(exc, aiohttp.ClientOSError | OSError):
-        return UpstreamResetError(f"backend {backend} connection reset")
-    if isinstance(exc, aiohttp.ClientError):
-        return UpstreamResetError(f"backend {backend} failed ({type(exc).__name__})")
-    return UpstreamResetError(f"backend {backend} failed ({type(exc).__name__})")

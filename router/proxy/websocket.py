@@ -26,11 +26,13 @@ import aiohttp
 from aiohttp import WSMsgType, web
 from aiohttp.web_request import BaseRequest
 
-from router.errors import UpstreamConnectError
-from router.failover.director import OUTCOME_CONNECT_FAILED, NoRoute, Outcome
+from router.edge import translate
+from router.failover.director import Outcome, Route
+from router.failures import Failure
 
+from . import answers
 from .headers import request_headers, response_headers
-from .upstream import WS_REFUSAL, UpgradeRefused, translate
+from .upstream import WS_REFUSAL, UpgradeRefused
 
 if TYPE_CHECKING:
     from .routes import ServiceRuntime
@@ -41,6 +43,7 @@ __all__ = ["proxy_websocket"]
 log = logging.getLogger("hotspare.router")
 
 _UNSENDABLE = frozenset({1004, 1005, 1006, 1015})
+_CONNECT_FAILED = Outcome.failed(Failure.CONNECT)
 
 
 def _sendable(code: Any, fallback: int) -> int:
@@ -82,12 +85,9 @@ def _plain_answer(
 
 
 async def proxy_websocket(
-    via: str, svc: ServiceRuntime, request: BaseRequest, request_id: str, want: Target
+    via: str, svc: ServiceRuntime, request: BaseRequest, request_id: str, want: Target, route: Route
 ) -> web.StreamResponse:
-    try:
-        route = svc.director.route()
-    except NoRoute as exc:
-        return web.Response(status=exc.status, text=f"service unavailable: {exc.reason}\nrequest id: {request_id}\n")
+    """Upgrade on ``route`` (the handler asked the director: a refusal never gets here)."""
     target = svc.targets[route.backend.name]
     backend = target.config.name
     headers = request.headers
@@ -121,47 +121,50 @@ async def proxy_websocket(
         refused = WS_REFUSAL.get()
         if refused is not None and refused.body is not None:
             return _plain_answer(via, svc, request, request_id, refused, client_host)
-        log.error("backend %s refused the websocket upgrade (status %d); answered 502 to GET %s id=%s", backend, exc.status, request.path, request_id)
-        return web.Response(status=502, text=f"bad gateway: backend {backend} refused the websocket upgrade ({exc.status})\nrequest id: {request_id}\n", headers={"X-Request-ID": request_id})
+        return answers.upgrade_refused(request, request_id, backend, exc.status)
     except Exception as exc:
         err = translate(exc, backend)
-        if isinstance(err, UpstreamConnectError):
-            svc.director.report(backend, OUTCOME_CONNECT_FAILED)
-        log.error("%s; answered %d to GET %s id=%s", err.cause, err.status, request.path, request_id)
-        what = "gateway timeout" if err.status == 504 else "bad gateway"
-        return web.Response(status=err.status, text=f"{what}: {err.cause}\nrequest id: {request_id}\n", headers={"X-Request-ID": request_id})
-
+        if err.failure is Failure.CONNECT:  # the only one a failed upgrade proves
+            svc.director.report(backend, _CONNECT_FAILED)
+        return answers.upgrade_failed(request, request_id, err)
     try:
-        client = web.WebSocketResponse(
-            protocols=(upstream.protocol,) if upstream.protocol else (),
-            autoping=False,
-            autoclose=False,
-            max_msg_size=0,
-            compress=False,
-        )
-        client.headers["X-Request-ID"] = request_id
-        await client.prepare(request)
-        svc.director.report(backend, Outcome.ok(101))
-        to_backend = asyncio.create_task(_relay(client, upstream), name=f"ws {request_id} client->backend")
-        to_client = asyncio.create_task(_relay(upstream, client), name=f"ws {request_id} backend->client")
-        try:
-            done, _ = await asyncio.wait({to_backend, to_client}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for t in (to_backend, to_client):
-                t.cancel()
-            await asyncio.gather(to_backend, to_client, return_exceptions=True)
-        first = to_backend if to_backend in done else to_client
-        code: int | None = None
-        reason = ""
-        if not first.cancelled() and first.exception() is None:
-            code, reason = first.result()
-        if first is to_backend:  # the client closed (or vanished) first
-            await upstream.close(code=_sendable(code, 1001), message=reason.encode())
-            await client.close(code=_sendable(code, 1001), message=reason.encode())
-        else:
-            await client.close(code=_sendable(code, 1011), message=reason.encode())
-            await upstream.close(code=_sendable(code, 1011), message=reason.encode())
-        return client
+        return await _session(svc, request, request_id, backend, upstream)
     finally:
         if not upstream.closed:
             await upstream.close()
+
+
+async def _session(
+    svc: ServiceRuntime, request: BaseRequest, request_id: str, backend: str, upstream: aiohttp.ClientWebSocketResponse
+) -> web.WebSocketResponse:
+    """The client's 101, then frames both ways until one side closes (rules 2 to 4)."""
+    client = web.WebSocketResponse(
+        protocols=(upstream.protocol,) if upstream.protocol else (),
+        autoping=False,
+        autoclose=False,
+        max_msg_size=0,
+        compress=False,
+    )
+    client.headers["X-Request-ID"] = request_id
+    await client.prepare(request)
+    svc.director.report(backend, Outcome.ok(101))
+    to_backend = asyncio.create_task(_relay(client, upstream), name=f"ws {request_id} client->backend")
+    to_client = asyncio.create_task(_relay(upstream, client), name=f"ws {request_id} backend->client")
+    try:
+        done, _ = await asyncio.wait({to_backend, to_client}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in (to_backend, to_client):
+            t.cancel()
+        await asyncio.gather(to_backend, to_client, return_exceptions=True)
+    first = to_backend if to_backend in done else to_client
+    code: int | None = None
+    reason = ""
+    if not first.cancelled() and first.exception() is None:
+        code, reason = first.result()
+    if first is to_backend:  # the client closed (or vanished) first
+        await upstream.close(code=_sendable(code, 1001), message=reason.encode())
+        await client.close(code=_sendable(code, 1001), message=reason.encode())
+    else:
+        await client.close(code=_sendable(code, 1011), message=reason.encode())
+        await upstream.close(code=_sendable(code, 1011), message=reason.encode())
+    return client

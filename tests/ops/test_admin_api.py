@@ -143,7 +143,11 @@ async def test_switchover_dry_run_then_real_then_refused(
             assert (r.headers["X-Backend"], r.headers["X-Epoch"]) == ("b", "1")
         doc = await get_json(s, f"{admin}/v1/status")
         assert (doc["services"][0]["active"], doc["services"][0]["epoch"]) == ("b", 1)
-        assert any("operator switchover to b started" in e["message"] for e in doc["services"][0]["events"])
+        # What happened, from the router's typed feed: the operator's command and the moves.
+        events = [(e["kind"], e["service"], e["message"]) for e in doc["services"][0]["events"]]
+        assert any(k == "notice" and m.startswith("operator switchover to b") for k, _, m in events), events
+        assert any(k == "state" and m.startswith("promoting -> active") for k, _, m in events), events
+        assert all(svc == "app" for _, svc, _ in events)
 
         code, body = await post(s, url, {"to": "b"})
         assert code == 409 and body["error"] == "b is already the active backend"
@@ -209,12 +213,12 @@ async def test_drain_and_ready_a_spare(tmp_path: Path, apps: tuple[App, App], s:
         svc = (await get_json(s, f"{admin}/v1/status"))["services"][0]
         assert svc["backends"][1]["maintenance"] is True
         assert svc["spare"]["ready"] is False and "in maintenance (drained by an operator)" in svc["spare"]["reasons"]
-        assert router.controllers["app"].machine.healthy["b"] is False  # not a failover target
+        assert router.controllers["app"].machine.maintenance == {"b"}  # not a failover target
         code, body = await post(s, f"{admin}/v1/services/app/switchover", {"to": "b"})
         assert code == 409 and "in maintenance" in body["error"]
         code, body = await post(s, f"{admin}/v1/services/app/backends/b/ready")
         assert (code, body["maintenance"]) == (200, False)
-        assert router.controllers["app"].machine.healthy["b"] is True
+        assert router.controllers["app"].machine.maintenance == frozenset()
         svc = (await get_json(s, f"{admin}/v1/status"))["services"][0]
         assert svc["spare"]["ready"] is True
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from hotspare.causes import Cause
 from promote.config import Step
 from promote.pipeline import PromotionContext
 
@@ -54,7 +55,7 @@ def make_ctx(**kw: Any) -> PromotionContext:
         new_agent=None,
         new_health_url="http://127.0.0.1:8002/health",
         epoch=7,
-        cause="PROBE_FAILED",
+        cause=Cause.PROBE_FAILED,
         trigger="failover",
     )
     base.update(kw)

@@ -36,7 +36,7 @@ async def test_a_run_writes_start_steps_alarms_and_end(tmp_path: Path) -> None:
     assert {r["run"] for r in records} == {res.run_id}
     start, end = records[0], records[-1]
     assert (start["trigger"], start["cause"], start["epoch"], start["old"], start["new"]) == (
-        "failover", "PROBE_FAILED", 7, "a", "b",
+        "failover", "probe_failed", 7, "a", "b",
     )  # fmt: skip
     assert records[2]["output"].strip() == "fenced a" and records[2]["status"] == "ok"
     assert records[4]["exit_code"] == 4
@@ -51,13 +51,13 @@ async def test_a_run_writes_start_steps_alarms_and_end(tmp_path: Path) -> None:
     assert "ALARM: step 'notify' failed" in table
 
 
-async def test_dry_run_writes_nothing_and_runs_nothing(tmp_path: Path) -> None:
+def test_a_plan_writes_nothing_and_runs_nothing(tmp_path: Path) -> None:
+    """A dry run is Pipeline.plan: lines only (run() has no dry-run mode)."""
     audit = AuditLog(tmp_path / "audit.jsonl")
     marker = tmp_path / "ran"
     step = make_step(name="touch", exec=["touch", str(marker)])
-    res = await Pipeline([step], fence_failure="hold", audit=audit).run(make_ctx(), dry_run=True)
-    assert [s.status for s in res.steps] == ["skipped"]
-    assert f"touch {marker}" in res.steps[0].detail
+    lines = Pipeline([step], fence_failure="hold", audit=audit).plan(make_ctx())
+    assert f"touch {marker}" in lines[1]
     assert not marker.exists() and not audit.path.exists()
 
 

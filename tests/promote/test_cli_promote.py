@@ -114,7 +114,7 @@ async def test_dry_run_prints_resolved_steps_with_router_status(
     lines = out.splitlines()
     assert lines[0] == "DRY RUN: nothing will be executed"
     assert (
-        "service app: promote a -> b (epoch 5, trigger manual, cause MANUAL); fence_failure: hold"
+        "service app: promote a -> b (epoch 5, trigger manual, cause admin); fence_failure: hold"
         in lines
     )
     assert "1. fence [exec, fencing, timeout 20s]: /usr/local/bin/fence-old a --epoch=5" in lines

@@ -8,6 +8,9 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
+from hotspare.causes import Cause
 from promote.pipeline import Pipeline, PromotionResult
 from tests.helpers import wait_for
 
@@ -43,9 +46,19 @@ async def test_exit_zero_is_success_with_output_and_context_in_env_and_args() ->
     for line in (
         "HOTSPARE_SERVICE=app", "HOTSPARE_OLD_ACTIVE=a", "HOTSPARE_NEW_ACTIVE=b",
         "HOTSPARE_OLD_URL=http://127.0.0.1:8001", "HOTSPARE_NEW_URL=http://127.0.0.1:8002",
-        "HOTSPARE_EPOCH=7", "HOTSPARE_CAUSE=PROBE_FAILED", "HOTSPARE_TRIGGER=failover",
+        "HOTSPARE_EPOCH=7", "HOTSPARE_CAUSE=probe_failed", "HOTSPARE_TRIGGER=failover",
     ):  # fmt: skip
         assert line in step.output_tail.splitlines()
+
+
+@pytest.mark.parametrize(("cause", "trigger"), [(Cause.TRAFFIC_ERRORS, "failover"), (Cause.ADMIN, "switchover")])
+async def test_the_cause_reaches_the_step_as_its_documented_lowercase_value(cause: Cause, trigger: str) -> None:
+    """The typed Cause all the way into the step: HOTSPARE_CAUSE and {cause} are its value."""
+    code = "import os, sys; print('env=' + os.environ['HOTSPARE_CAUSE'], 'arg=' + sys.argv[1])"
+    step = make_step(exec=[PY, "-c", code, "{cause}"])
+    res = await Pipeline([step], fence_failure="hold", audit=None).run(make_ctx(cause=cause, trigger=trigger))
+    assert res.steps[0].status == "ok", res.steps[0].detail
+    assert res.steps[0].output_tail.strip() == f"env={cause.value} arg={cause.value}"
 
 
 async def test_nonzero_exit_fails_and_aborts_the_run() -> None:
@@ -120,8 +133,8 @@ async def test_background_child_holding_the_pipe_does_not_hold_the_step(tmp_path
 
 
 async def test_shell_templates_are_quoted_as_one_word() -> None:
-    ctx = make_ctx(cause="x; echo INJECTED")
-    step = make_step(exec="printf '[%s]\\n' {cause}", shell=True)
+    ctx = make_ctx(service="x; echo INJECTED")
+    step = make_step(exec="printf '[%s]\\n' {service}", shell=True)
     res = await Pipeline([step], fence_failure="hold", audit=None).run(ctx)
     assert res.steps[0].output_tail.strip() == "[x; echo INJECTED]"
 

@@ -65,7 +65,7 @@ def test_plan_resolves_templates_and_shows_policies() -> None:
     )  # fmt: skip
     lines = pipeline.plan(make_ctx())
     assert lines == [
-        "service app: promote a -> b (epoch 7, trigger failover, cause PROBE_FAILED); fence_failure: hold",
+        "service app: promote a -> b (epoch 7, trigger failover, cause probe_failed); fence_failure: hold",
         "1. fence [exec, fencing, timeout 20s, 2 retries, backoff 0.5s doubling]: /usr/local/bin/fence-old a",
         "2. hook [http, timeout 30s, on_failure continue]: POST http://127.0.0.1:8002/warm body epoch=7, expect status 200-299",
     ]

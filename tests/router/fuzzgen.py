@@ -1,6 +1,6 @@
-"""Generated raw requests and the invariants a router must keep under them (issue 10).
-
-Shared by tests/router/test_fuzz.py (bounded, CI) and bench/fuzz_bench.py (long runs).
+"""Generated raw requests (issue 10): what tests/router/fuzzrun.py sends to a real router
+and checks the invariants against. Shared by tests/router/test_fuzz.py (bounded, CI) and
+bench/fuzz_bench.py (long runs).
 
 Rules:
 
@@ -9,29 +9,20 @@ Rules:
    authority-form, ``*``, ``@host``, relative targets, invalid framing, malformed field
    lines) and carries a marker (header ``X-Fuzz-Reject`` or ``fuzz-reject`` in its
    target) that the recording backend must never see.
-2. Inputs are sent strictly one at a time; what the backends saw is the difference of
-   their counters around the input. A router-made 4xx with more backend heads than
-   backend answers means the router answered a request itself AND forwarded it.
-3. Router state is read from ``/metrics`` after each input: any detected failure,
-   upstream error, failover or epoch change is blamed on that input. Damage noticed only
-   before the NEXT input is recorded against the previous one ("late") and the router is
-   restarted, so later inputs (and hypothesis's shrinking) run on a pristine router.
+2. A message knows whether the router can answer it before the client hangs up: an
+   HTTP/0.9 line never ends its head, so it is never answered (``answered=False``) and the
+   client need not wait out a silence for it (tests/router/fuzzkit.py ``exchange``).
+3. How inputs are sent and what is checked after each: tests/router/fuzzrun.py.
 """
 
 from __future__ import annotations
 
 import re
-import shutil
 import string
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TypeVar
 
 from hypothesis import strategies as st
-
-from .fuzzkit import Decoy, exchange
-from .fuzzstack import Stack, metric_total
 
 REJECT = b"X-Fuzz-Reject: 1"
 T = TypeVar("T")
@@ -44,6 +35,7 @@ class Message:
     method: str
     must_reject: bool
     nominated: tuple[tuple[str, str], ...] = ()  # (name, client value) Connection nominated
+    answered: bool = True  # False: its head never ends (HTTP/0.9), so no answer can come
 
 
 @dataclass(frozen=True)
@@ -57,6 +49,12 @@ class FuzzInput:
     @property
     def methods(self) -> list[str]:
         return [m.method for m in self.messages]
+
+    @property
+    def answers(self) -> int:
+        """Answers the router can give before it sees EOF (only the last message may be
+        one it cannot answer: the leading ones are clean)."""
+        return sum(m.answered for m in self.messages)
 
     def __repr__(self) -> str:
         """What hypothesis prints as the falsifying example: a Python expression of the
@@ -224,7 +222,7 @@ def messages(draw: st.DrawFn, d1: int, d2: int, clean: bool | None = None) -> Me
     target, reject = _pick(draw, clean, targets(d1, d2))
     version = _pick(draw, clean, versions)
     if version is None:  # HTTP/0.9: a request line and nothing else
-        return Message(method + b" /fuzz-reject" + target + b"\r\n", method.decode("latin-1"), True)
+        return Message(method + b" /fuzz-reject" + target + b"\r\n", method.decode("latin-1"), True, answered=False)
     lines, bad_line = draw(header_lines(clean))
     nom_lines, nominated = draw(nominations(clean))
     fr_lines, body, bad_framing = _framing(draw(st.binary(max_size=64)), _pick(draw, clean, framings))
@@ -253,184 +251,3 @@ def fuzz_inputs(d1: int, d2: int) -> st.SearchStrategy[FuzzInput]:
         one.map(lambda m: FuzzInput((m,))),
         st.tuples(leading, one).map(lambda p: FuzzInput((*p[0], p[1]))),
     )
-
-
-# -- the system under attack and its invariants -------------------------------------------------
-
-# A router's answers to the client's own fault that are 5xx by definition: method not
-# implemented, HTTP version not supported. Any other 5xx blames a (healthy) backend.
-_CLIENT_FAULT_5XX = frozenset({501, 505})
-_DAMAGE = (
-    ("hotspare_failures_detected_total", "a backend was marked DOWN"),
-    ("hotspare_upstream_errors_total", "a request failed 'at the backend'"),
-    ("hotspare_failovers_total", "a failover happened"),
-    ("hotspare_epoch", "the epoch moved"),
-)
-
-
-@dataclass
-class FuzzTarget:
-    """Two recording backends, two decoys (127.0.0.1 and 127.0.0.2), a router in front."""
-
-    workdir: Path
-    tried: int = 0
-    restarts: int = 0
-    late: list[str] = field(default_factory=list)
-    previous: FuzzInput | None = None
-
-    def __post_init__(self) -> None:
-        self.decoys = [Decoy("127.0.0.1"), Decoy("127.0.0.2")]
-        try:
-            self.stack = Stack(self.workdir)
-        except BaseException:
-            self._close_decoys()
-            raise
-        self.backends, self.router = self.stack.backends, self.stack.router
-
-    @property
-    def decoy_ports(self) -> tuple[int, int]:
-        return self.decoys[0].port, self.decoys[1].port
-
-    def close(self) -> None:
-        self.stack.close()
-        self._close_decoys()
-
-    def _close_decoys(self) -> None:
-        for d in reversed(self.decoys):
-            d.close()
-
-    def damage(self) -> list[str]:
-        """What in the router's own numbers shows that some input hurt a backend."""
-        text = self.router.metrics()
-        out = [f"{what} ({name} = {metric_total(text, name):g})"
-               for name, what in _DAMAGE if metric_total(text, name) != 0]
-        if metric_total(text, "hotspare_active_backend", backend="a") != 1:
-            out.append("a is no longer the active")
-        if metric_total(text, "hotspare_backend_up") != len(self.backends):
-            out.append("a backend is not up")
-        return out
-
-    def state_problems(self) -> list[str]:
-        """The end-of-batch check, from /v1/status and /metrics."""
-        svc = self.router.service()
-        out = self.damage()
-        if (svc["active"], svc["epoch"], svc["state"]) != ("a", 0, "active"):
-            out.append(f"status: active {svc['active']}, epoch {svc['epoch']}, state {svc['state']}")
-        out += [f"status: backend {b['name']} unhealthy" for b in svc["backends"] if not b["healthy"]]
-        if any(d.accepted for d in self.decoys):
-            out.append(f"decoys contacted: {[d.accepted for d in self.decoys]}")
-        return out
-
-    def _restart(self) -> None:
-        self.router.stop()
-        (self.workdir / "state.json").unlink(missing_ok=True)
-        shutil.copy(self.router.stderr, self.workdir / f"router-{self.restarts}.stderr")
-        self.restarts += 1
-        self.router.start()
-
-    def check(self, inp: FuzzInput) -> list[str]:
-        """Send one input; return every invariant it broke (empty: none)."""
-        if late := self.damage():
-            self.late.append(f"after {self.previous!r}: {'; '.join(late)}")
-            self._restart()
-        self.previous = inp
-        self.tried += 1
-        before = [b.snapshot() for b in self.backends]
-        decoys = [d.accepted for d in self.decoys]
-        ex = exchange(self.router.port, inp.raw, inp.methods)
-        out = []
-        heads = ex.heads
-        out += [f"router answered {s}" for s, _ in heads if s >= 500 and s not in _CLIENT_FAULT_5XX]
-        seen = [b.requests[n:] for b, (_, n, _) in zip(self.backends, before, strict=True)]
-        forwarded = sum(b.snapshot()[0] - h for b, (h, _, _) in zip(self.backends, before, strict=True))
-        recorded = sum(1 for _, r in heads if r)
-        made_4xx = [s for s, r in heads if not r and (400 <= s < 500 or s in _CLIENT_FAULT_5XX)]
-        unanswered = max(0, len(inp.messages) - len(heads)) if ex.ended in ("quiet", "deadline") else 0
-        if made_4xx and forwarded > recorded + unanswered:
-            out.append(f"router answered {made_4xx} itself yet a backend got {forwarded} request(s) "
-                       f"and answered {recorded}")
-        elif ex.ended == "complete" and forwarded != recorded:
-            out.append(f"backends got {forwarded} request(s) but the client got {recorded} backend answer(s)")
-        out += self._forwarded_problems(inp, [r for rs in seen for r in rs])
-        out += [p for b, (_, _, n) in zip(self.backends, before, strict=True) for p in b.problems[n:]]
-        if [d.accepted for d in self.decoys] != decoys:
-            out.append(f"a decoy was contacted: {decoys} -> {[d.accepted for d in self.decoys]}")
-        # We hung up with a request maybe in flight: blame for that would show within an
-        # observation window (the router notices a hang-up in milliseconds).
-        out += self._damage_within(0.1 if ex.ended in ("quiet", "deadline") else 0.0)
-        return out
-
-    def _damage_within(self, window: float) -> list[str]:
-        deadline = time.monotonic() + window
-        while not (found := self.damage()) and time.monotonic() < deadline:
-            time.sleep(0.02)  # polling interval
-        return found
-
-    @staticmethod
-    def _forwarded_problems(inp: FuzzInput, seen: list) -> list[str]:  # type: ignore[type-arg]
-        out = []
-        for r in seen:
-            if r.header("X-Fuzz-Reject") or "fuzz-reject" in r.target:
-                out.append(f"forwarded a request that must be refused: {r.method} {r.target[:100]}")
-            for name, value in (nv for m in inp.messages for nv in m.nominated):
-                if any(value in v for v in r.header(name)):
-                    out.append(f"forwarded {name}: {value} although Connection nominated it")
-        return out
-
-
-# -- running it ----------------------------------------------------------------------------
-
-
-@dataclass
-class FuzzReport:
-    seed: int
-    seconds: float = 0.0
-    rounds: int = 0
-    violations: list[str] = field(default_factory=list)
-
-    def summary(self, target: FuzzTarget) -> str:
-        rate = target.tried / self.seconds if self.seconds else 0.0
-        return (f"fuzz: {target.tried} inputs tried in {self.seconds:.1f} s ({rate:.1f}/s), "
-                f"{self.rounds} rounds, seed {self.seed}, {len(self.violations)} violations, "
-                f"{target.restarts} router restarts")
-
-
-def run_fuzz(target: FuzzTarget, *, seconds: float, max_inputs: int, seed: int, strict: bool,
-             round_size: int = 100) -> FuzzReport:
-    """Rounds of ``round_size`` hypothesis examples (seeds ``seed``, ``seed + 1``, ...) until
-    ``seconds`` or ``max_inputs`` is reached, the router's state checked after each round.
-
-    ``strict``: the first violation fails the hypothesis run (which shrinks it and prints
-    the falsifying example); otherwise violations are collected and the run goes on."""
-    from hypothesis import HealthCheck, given, settings
-    from hypothesis import seed as with_seed
-    from hypothesis.configuration import set_hypothesis_home_dir
-
-    # Its caches (constants, unicode data) go to the run's own folder, never the repo.
-    set_hypothesis_home_dir(target.workdir / "hypothesis-home")
-
-    report = FuzzReport(seed)
-    started = time.monotonic()
-    strategy = fuzz_inputs(*target.decoy_ports)
-
-    @settings(max_examples=round_size, deadline=None, database=None, derandomize=False,
-              suppress_health_check=list(HealthCheck), print_blob=False)
-    @given(inp=strategy)
-    def one(inp: FuzzInput) -> None:
-        problems = target.check(inp)
-        if problems and strict:
-            raise AssertionError("; ".join(problems))
-        report.violations += [f"{p} <- {inp!r:.2000}" for p in problems]
-
-    while time.monotonic() - started < seconds and target.tried < max_inputs:
-        with_seed(seed + report.rounds)(one)()
-        report.rounds += 1
-        state = target.state_problems()
-        if target.late:
-            state += target.late
-            target.late = []
-        if state and strict:
-            raise AssertionError(f"after round {report.rounds}: {'; '.join(state)}")
-        report.violations += state
-    report.seconds = time.monotonic() - started
-    return report

@@ -7,14 +7,13 @@ import pytest
 
 from hotspare.causes import Cause
 from router.config import parse_config
+from router.failures import Failure
 from router.health.detector import (
     Detector,
     DetectorSettings,
     Health,
-    ProbeFailure,
     ProbeResult,
     ScheduleProbe,
-    Traffic,
     TrafficResult,
     Transition,
 )
@@ -29,12 +28,14 @@ def good(started: float, now: float | None = None) -> ProbeResult:
     return ProbeResult.good(started, started if now is None else now)
 
 
-def bad(started: float, failure: ProbeFailure = ProbeFailure.REFUSED, now: float | None = None) -> ProbeResult:
-    return ProbeResult.bad(started, started if now is None else now, failure)
+def bad(started: float, failure: Failure = Failure.CONNECT, now: float | None = None) -> ProbeResult:
+    # the probe's own words, as router/edge.py's translate gives them
+    detail = {Failure.CONNECT: "connect refused"}.get(failure, "")
+    return ProbeResult.bad(started, started if now is None else now, failure, detail)
 
 
-def traffic(now: float, kind: Traffic, status: int | None = None) -> TrafficResult:
-    return TrafficResult(now, kind, status)
+def traffic(now: float, failure: Failure | None, status: int | None = None) -> TrafficResult:
+    return TrafficResult(now, failure, status)
 
 
 def tr(old: Health, new: Health, cause: Cause, detail: str, since: float, now: float) -> Transition:
@@ -73,7 +74,7 @@ def test_probes_alone_need_fall_failures_and_probe_fast_meanwhile() -> None:
 
 def test_one_failed_probe_then_a_good_one_clears_suspicion() -> None:
     d = Detector("a")
-    d.probe(bad(1.0, ProbeFailure.TIMEOUT, now=1.5))
+    d.probe(bad(1.0, Failure.TIMEOUT, now=1.5))
     assert d.probe(good(1.6)) == [
         tr(Health.SUSPECT, Health.UP, Cause.PROBE_OK, "probe passed; suspicion cleared", 1.0, 1.6),
         SLOW,
@@ -99,7 +100,7 @@ def test_rise_good_probes_bring_a_down_backend_back() -> None:
 
 def test_crash_under_traffic_one_refused_request_and_one_refused_probe() -> None:
     d = Detector("a")
-    assert d.traffic(traffic(5.0, Traffic.REFUSED)) == [
+    assert d.traffic(traffic(5.0, Failure.CONNECT)) == [
         tr(Health.UP, Health.SUSPECT, Cause.TRAFFIC_ERRORS, "traffic: connect failed; confirming with a probe", 5.0, 5.0),
         NOW,
     ]
@@ -112,20 +113,20 @@ def test_crash_under_traffic_one_refused_request_and_one_refused_probe() -> None
 
 def test_traffic_failures_in_a_row_mark_down_without_a_probe() -> None:
     d = Detector("a")
-    d.traffic(traffic(5.0, Traffic.REFUSED))
-    assert d.traffic(traffic(5.01, Traffic.REFUSED)) == [NOW]
-    assert d.traffic(traffic(5.02, Traffic.REFUSED)) == [
+    d.traffic(traffic(5.0, Failure.CONNECT))
+    assert d.traffic(traffic(5.01, Failure.CONNECT)) == [NOW]
+    assert d.traffic(traffic(5.02, Failure.CONNECT)) == [
         tr(Health.SUSPECT, Health.DOWN, Cause.TRAFFIC_ERRORS, "3 requests failed in a row (connect failed)", 5.0, 5.02),
         SLOW,
     ]
-    assert d.traffic(traffic(5.03, Traffic.REFUSED)) == []  # already down: nothing to learn
+    assert d.traffic(traffic(5.03, Failure.CONNECT)) == []  # already down: nothing to learn
 
 
 def test_resets_and_bad_responses_alone_never_mark_down() -> None:
     """A client can make a backend close on it (a request it dislikes): evidence only."""
     d = Detector("a", DetectorSettings(traffic_failures=1))
     for i in range(10):
-        kind = Traffic.RESET if i % 2 else Traffic.BAD_RESPONSE
+        kind = Failure.RESET if i % 2 else Failure.FRAMING
         assert d.traffic(traffic(5.0 + i / 100, kind))[-1] == NOW
         assert d.health is Health.SUSPECT
     d.probe(good(5.2, now=5.21))  # a probe sent after the evidence clears it
@@ -134,20 +135,20 @@ def test_resets_and_bad_responses_alone_never_mark_down() -> None:
 
 def test_a_good_response_breaks_the_row_of_traffic_failures() -> None:
     d = Detector("a")
-    d.traffic(traffic(5.0, Traffic.REFUSED))
-    d.traffic(traffic(5.01, Traffic.REFUSED))
-    assert d.traffic(traffic(5.02, Traffic.OK, 200)) == []
-    assert d.traffic(traffic(5.03, Traffic.REFUSED)) == [NOW]
+    d.traffic(traffic(5.0, Failure.CONNECT))
+    d.traffic(traffic(5.01, Failure.CONNECT))
+    assert d.traffic(traffic(5.02, None, 200)) == []
+    assert d.traffic(traffic(5.03, Failure.CONNECT)) == [NOW]
     assert d.health is Health.SUSPECT
 
 
 def test_hang_one_slow_request_confirmed_by_a_probe_timeout() -> None:
     d = Detector("a")
-    assert d.traffic(traffic(10.5, Traffic.SLOW)) == [
+    assert d.traffic(traffic(10.5, Failure.SLOW)) == [
         tr(Health.UP, Health.SUSPECT, Cause.TRAFFIC_ERRORS, "traffic: slow; confirming with a probe", 10.5, 10.5),
         NOW,
     ]
-    assert d.probe(bad(10.5, ProbeFailure.TIMEOUT, now=11.0)) == [
+    assert d.probe(bad(10.5, Failure.TIMEOUT, now=11.0)) == [
         tr(Health.SUSPECT, Health.DOWN, Cause.TRAFFIC_ERRORS, "traffic errors confirmed by a probe: timeout", 10.5, 11.0),
         SLOW,
     ]
@@ -155,21 +156,21 @@ def test_hang_one_slow_request_confirmed_by_a_probe_timeout() -> None:
 
 def test_one_slow_request_and_a_good_probe_is_no_alarm() -> None:
     d = Detector("a")
-    d.traffic(traffic(10.5, Traffic.SLOW))
+    d.traffic(traffic(10.5, Failure.SLOW))
     assert d.probe(good(10.5, now=10.52)) == [
         tr(Health.SUSPECT, Health.UP, Cause.PROBE_OK, "probe passed; suspicion cleared", 10.5, 10.52),
         SLOW,
     ]
     # Many slow requests alone never mark it down: timing is not decisive.
     for i in range(10):
-        d.traffic(traffic(11.0 + i / 100, Traffic.SLOW))
-    d.traffic(traffic(11.2, Traffic.TIMEOUT))
+        d.traffic(traffic(11.0 + i / 100, Failure.SLOW))
+    d.traffic(traffic(11.2, Failure.TIMEOUT))
     assert d.health is Health.SUSPECT
 
 
 def test_a_good_probe_sent_before_the_evidence_proves_nothing() -> None:
     d = Detector("a")
-    d.traffic(traffic(10.5, Traffic.REFUSED))
+    d.traffic(traffic(10.5, Failure.CONNECT))
     # This probe was sent at 10.4, before the refused request: probe again at once.
     assert d.probe(good(10.4, now=10.51)) == [NOW]
     assert d.health is Health.SUSPECT
@@ -182,27 +183,27 @@ def test_a_good_probe_sent_before_the_evidence_proves_nothing() -> None:
 def test_client_faults_never_count() -> None:
     d = Detector("a", DetectorSettings(traffic_failures=1))
     for i in range(5):
-        assert d.traffic(traffic(float(i), Traffic.CLIENT_FAULT)) == []
+        assert d.traffic(traffic(float(i), Failure.UNSENDABLE)) == []
     assert d.health is Health.UP
-    assert d.traffic(traffic(6.0, Traffic.REFUSED))[0] == tr(
+    assert d.traffic(traffic(6.0, Failure.CONNECT))[0] == tr(
         Health.UP, Health.DOWN, Cause.TRAFFIC_ERRORS, "1 requests failed in a row (connect failed)", 6.0, 6.0)
 
 
 def test_statuses_count_only_when_configured() -> None:
     d = Detector("a", DetectorSettings(fail_on_status=frozenset({503})))
-    assert d.traffic(traffic(1.0, Traffic.OK, 500)) == []
-    assert d.traffic(traffic(1.1, Traffic.OK, 503)) == [
+    assert d.traffic(traffic(1.0, None, 500)) == []
+    assert d.traffic(traffic(1.1, None, 503)) == [
         tr(Health.UP, Health.SUSPECT, Cause.TRAFFIC_ERRORS, "traffic: status 503; confirming with a probe", 1.1, 1.1),
         NOW,
     ]
     d2 = Detector("a")
-    assert d2.traffic(traffic(1.0, Traffic.OK, 503)) == []
+    assert d2.traffic(traffic(1.0, None, 503)) == []
 
 
 def test_traffic_to_a_down_backend_does_not_bring_it_back() -> None:
     d = Detector("a", DetectorSettings(fall=1))
     d.probe(bad(0.0))
-    assert d.traffic(traffic(1.0, Traffic.OK, 200)) == []
+    assert d.traffic(traffic(1.0, None, 200)) == []
     assert d.health is Health.DOWN
 
 

@@ -3,6 +3,7 @@ whole list of actions each one produced out. No sockets, no sleeps."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import subprocess
 import sys
@@ -12,12 +13,15 @@ import pytest
 
 from hotspare.causes import Cause
 from router.failover.diagram import render
+from router.failover.handlers import HANDLERS, Move
 from router.failover.machine import (
     TRANSITIONS,
     AbortInflight,
     Action,
     AdminConfirmFenced,
+    AdminDrain,
     AdminFailover,
+    AdminReady,
     AdminResume,
     AdminSwitchover,
     BackendDown,
@@ -308,10 +312,100 @@ def test_bad_construction_is_named() -> None:
         FailoverMachine(SETTINGS, "z", 0)
 
 
-def test_every_table_entry_has_a_handler() -> None:
-    for state, by_event in TRANSITIONS.items():
-        for event_type in by_event:
-            assert hasattr(FailoverMachine, f"_{state.value}_{event_type.__name__}"), (state, event_type)
+def test_every_table_entry_has_a_handler_and_every_handler_an_entry() -> None:
+    entries = {(state, event_type) for state, by_event in TRANSITIONS.items() for event_type in by_event}
+    assert set(HANDLERS) == entries
+
+
+def fields(m: FailoverMachine) -> dict[str, object]:
+    """Every field of the machine, deep-copied: an in-place change would show too."""
+    return {name: copy.deepcopy(getattr(m, name)) for name in FailoverMachine.__slots__}
+
+
+def test_illegal_and_refused_events_leave_every_field_unchanged() -> None:
+    m = machine()
+    m.handle(AdminDrain(0.5, "b"))
+    m.handle(BackendDown(1.0, "b", Cause.PROBE_FAILED))
+    before = fields(m)
+    illegal: list[Event] = [PromotionSucceeded(2.0), AdminConfirmFenced(2.0)]
+    for event in illegal:
+        with pytest.raises(IllegalEvent):
+            m.handle(event)
+        assert fields(m) == before
+    refused: list[Event] = [AdminSwitchover(2.0, "b"), AdminFailover(2.0, "a"), AdminDrain(2.0, "a"),
+                            AdminReady(2.0, "z"), BackendUp(2.0, "z")]
+    for event in refused:
+        with pytest.raises(Refused):
+            m.handle(event)
+        assert fields(m) == before
+    m.handle(AdminFailover(3.0, "b"))  # forced: the operator's word; now PROMOTING
+    before = fields(m)
+    promoting_refusals: list[Event] = [AdminSwitchover(4.0, "b"), AdminResume(4.0), AdminDrain(4.0, "a")]
+    for bad in promoting_refusals:
+        with pytest.raises((IllegalEvent, Refused)):
+            m.handle(bad)
+        assert fields(m) == before
+
+
+def test_a_move_the_table_does_not_allow_raises_and_is_not_committed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The table is the transition: a handler proposing a target its entry does not list
+    (a bug) is refused by the machine, and nothing it proposed is kept."""
+    def rogue(c, e):  # type: ignore[no-untyped-def]
+        return Move(State.DEGRADED, dataclasses.replace(c.facts, epoch=99, active="b"), [RouteTo("b", 99)])
+
+    monkeypatch.setitem(HANDLERS, (State.ACTIVE, TimerFired), rogue)  # type: ignore[arg-type]
+    m = machine()
+    before = fields(m)
+    with pytest.raises(IllegalEvent, match="active --TimerFired--> degraded is not in TRANSITIONS"):
+        m.handle(TimerFired(1.0, Timer.HOLD))
+    assert fields(m) == before
+
+
+def test_a_drained_spare_is_no_failover_target_until_ready_whatever_its_probes_say() -> None:
+    """The bug of issue 11: drain used to be a fake DOWN that the next good probe undid."""
+    m = machine()
+    msg = ("active a DOWN (probe_failed) and no spare passes its probes outside maintenance "
+           "(drained: b); not failing over")
+    play(m, [
+        (AdminDrain(1.0, "b"), []),
+        (BackendDown(2.0, "b", Cause.PROBE_FAILED, detail="restarting"),
+         [RaiseAlarm(Cause.SPARE_UNHEALTHY, "spare b DOWN (restarting): no failover possible while it stays down")]),
+        (BackendUp(3.0, "b"), []),  # probes pass again: still in maintenance
+        (BackendDown(4.0, "a", Cause.PROBE_FAILED), [
+            StateChanged(State.ACTIVE, State.DEGRADED, "a", 0, Cause.SPARE_UNHEALTHY, msg),
+            RefuseTraffic(503, 5, msg),
+            RaiseAlarm(Cause.SPARE_UNHEALTHY, msg),
+        ]),
+        (BackendDown(5.0, "b", Cause.PROBE_FAILED), []),
+        (BackendUp(6.0, "b"), []),  # in DEGRADED too: a good probe does not end maintenance
+    ])
+    assert m.snapshot().maintenance == ("b",)
+    with pytest.raises(Refused, match="b is in maintenance"):
+        m.handle(AdminSwitchover(7.0, "b"))
+    play(m, [(AdminReady(8.0, "b"), promoting("a", "b", 1, Cause.PROBE_FAILED, source=State.DEGRADED))])
+    assert m.snapshot().maintenance == ()
+
+
+def test_maintenance_bookkeeping_in_every_state_and_the_active_cannot_be_drained() -> None:
+    m = FailoverMachine(FailoverSettings(backends=("a", "b", "c")), "a", 0)
+    with pytest.raises(Refused, match="a is the active backend"):
+        m.handle(AdminDrain(0.0, "a"))
+    play(m, [
+        (AdminDrain(1.0, "b"), []),
+        (AdminReady(1.5, "c"), []),  # never drained: nothing to do
+        (BackendDown(2.0, "a", Cause.PROBE_FAILED), promoting("a", "c", 1, Cause.PROBE_FAILED)),
+        (AdminReady(3.0, "b"), []),
+        (AdminDrain(3.5, "b"), []),
+        (PromotionOnHold(4.0, "exit 1"), [
+            StateChanged(State.PROMOTING, State.FENCE_HOLD, "a", 1, Cause.FENCE_FAILED,
+                         "fencing a failed (exit 1); traffic held until an operator confirms it is fenced "
+                         "(failover to c) or resumes a"),
+            RaiseAlarm(Cause.FENCE_FAILED, "fencing a failed (exit 1); traffic held until an operator "
+                       "confirms it is fenced (failover to c) or resumes a"),
+        ]),
+        (AdminReady(5.0, "b"), []),
+    ])
+    assert (m.state, m.maintenance) == (State.FENCE_HOLD, frozenset())
 
 
 def test_diagram_in_docs_is_generated_from_the_table() -> None:

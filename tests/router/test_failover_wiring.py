@@ -115,6 +115,21 @@ async def test_requests_held_during_a_switchover_go_to_the_new_active_with_the_n
             assert (resp.headers["X-Backend"], resp.headers["X-Seen-Epoch"]) == ("b", "1")
 
 
+async def test_every_controller_publishes_on_the_routers_one_feed(backend, router) -> None:  # type: ignore[no-untyped-def]
+    ua, ub = await backend(tagged("a")), await backend(tagged("b"))
+    r, _ = await router([svc(ua, ub, health={"interval": "100ms", "fast_interval": "20ms"}),
+                         svc(ua, name="other", path_prefix="/other")])
+    ctl = r.controllers["app"]
+    assert ctl.feed is r.events and r.controllers["other"].feed is r.events
+    await wait_for(lambda: r.statistics().services[0].backends[1].healthy is True, what="b probed")
+    ctl.apply(AdminSwitchover(0.0, "b"))
+    assert await ctl.wait_settled(10.0)
+    events = r.events.recent("app")
+    assert [(e.kind, getattr(e, "new", None)) for e in events if e.kind in ("state", "notice")] == [
+        ("state", "promoting"), ("notice", None), ("state", "active")]
+    assert r.events.recent("other") == []
+
+
 async def test_stale_keepalive_connection_is_retried_on_a_fresh_one_without_blame(router, client) -> None:  # type: ignore[no-untyped-def]
     """A backend that closes a kept-alive connection as the next request arrives."""
     conns = 0

@@ -13,7 +13,8 @@ from aiohttp import web
 from hotspare.causes import Cause
 from router import metrics
 from router.config import ServiceConfig, parse_config
-from router.health.detector import Health, ProbeFailure, Traffic, Transition
+from router.failures import Failure
+from router.health.detector import Health, Transition
 from router.health.probes import HealthChecker
 from tests.helpers import wait_for
 
@@ -148,12 +149,12 @@ async def test_stopped_backend_goes_down_then_up_after_rise(backend: BackendFact
 @pytest.mark.parametrize(
     ("mode", "failure", "detail"),
     [
-        ("503", ProbeFailure.STATUS, "status 503"),
-        ("hang", ProbeFailure.TIMEOUT, "timeout (0.3s)"),
-        ("body", ProbeFailure.BODY, "body lacks 'ok'"),
+        ("503", Failure.STATUS, "status 503"),
+        ("hang", Failure.TIMEOUT, "timeout (0.3s)"),
+        ("body", Failure.BODY, "body lacks 'ok'"),
     ],
 )
-async def test_failing_health_endpoint(backend: BackendFactory, mode: str, failure: ProbeFailure, detail: str) -> None:
+async def test_failing_health_endpoint(backend: BackendFactory, mode: str, failure: Failure, detail: str) -> None:
     a, b = await backend(), await backend()
     checker = HealthChecker(service(a, b), Recorder())
     async with checker.running():
@@ -174,7 +175,7 @@ async def test_refused_traffic_is_confirmed_by_an_immediate_probe(backend: Backe
     async with checker.running():
         await wait_for(lambda: a.hits >= 1, what="first probe")
         await a.stop()
-        checker.report_traffic("a", Traffic.REFUSED)
+        checker.report_traffic("a", Failure.CONNECT)
         down = await wait_transition(rec, "a", Health.DOWN, within=5)
         assert (down.cause, down.detail) == (Cause.TRAFFIC_ERRORS, "traffic errors confirmed by a probe: connect refused")
 
@@ -190,13 +191,13 @@ async def test_one_slow_request_is_no_alarm_but_slow_traffic_plus_probe_timeout_
         prober = checker.prober("a")
         # A slow request on a healthy server: the confirming probe passes.
         sent = prober.probes_sent
-        checker.report_traffic("a", Traffic.SLOW)
+        checker.report_traffic("a", Failure.SLOW)
         await wait_transition(rec, "a", Health.UP)
         assert prober.probes_sent > sent
         assert [t.new for t in rec.seen] == [Health.SUSPECT, Health.UP]
         # Now the server hangs: the same signal is confirmed by a probe timing out.
         a.mode = "hang"
-        checker.report_traffic("a", Traffic.SLOW)
+        checker.report_traffic("a", Failure.SLOW)
         down = await wait_transition(rec, "a", Health.DOWN, within=5)
         assert (down.cause, down.detail) == (Cause.TRAFFIC_ERRORS, "traffic errors confirmed by a probe: timeout (0.3s)")
 
@@ -208,7 +209,7 @@ async def test_client_faults_reported_by_traffic_change_nothing(backend: Backend
     async with checker.running():
         await wait_for(lambda: a.hits >= 1, what="first probe")
         for _ in range(10):
-            checker.report_traffic("a", Traffic.CLIENT_FAULT)
+            checker.report_traffic("a", Failure.UNSENDABLE)
         assert checker.prober("a").probes_sent == 1
     assert rec.seen == []
 
@@ -216,11 +217,11 @@ async def test_client_faults_reported_by_traffic_change_nothing(backend: Backend
 async def test_report_before_start_and_for_unknown_backend_is_ignored(backend: BackendFactory) -> None:
     a, b = await backend(), await backend()
     checker = HealthChecker(service(a, b), Recorder())
-    checker.report_traffic("a", Traffic.REFUSED)
+    checker.report_traffic("a", Failure.CONNECT)
     assert checker.health("a") is None
     async with checker.running():
         await wait_for(lambda: checker.started, what="probers running")
-        checker.report_traffic("nope", Traffic.REFUSED)
+        checker.report_traffic("nope", Failure.CONNECT)
 
 
 async def test_cancelling_the_owner_stops_every_probe_task(backend: BackendFactory) -> None:
@@ -232,3 +233,15 @@ async def test_cancelling_the_owner_stops_every_probe_task(backend: BackendFacto
     with pytest.raises(asyncio.CancelledError):
         await task
     assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("health:")]
+
+
+async def test_a_refused_probe_speaks_the_proxys_word(backend: BackendFactory) -> None:
+    """Issue 11: probes translate exceptions with router/edge.py's translate, as the proxy
+    does: a refused connection is Failure.CONNECT in both, "connect refused" to operators."""
+    a, b = await backend(), await backend()
+    checker = HealthChecker(service(a, b, interval="60s"), Recorder())
+    async with checker.running():
+        await wait_for(lambda: a.hits >= 1, what="first probe")
+        await a.stop()
+        result = await checker.prober("a").probe_once(0.0)
+    assert (result.ok, result.failure, result.detail) == (False, Failure.CONNECT, "connect refused")

@@ -10,7 +10,8 @@ import pytest
 from aiohttp import web
 
 from router import metrics
-from router.failover.director import Outcome, OutcomeKind
+from router.failover.director import Outcome
+from router.failures import Failure
 
 from .conftest import read_response, svc
 
@@ -25,8 +26,17 @@ def _closed_port() -> int:
 
 
 def _record(router_obj, name: str = "app") -> list[tuple[str, Outcome]]:  # type: ignore[no-untyped-def]
+    """What the proxy reports, still passed on to the director (its detector must
+    hear it: an unsuspected backend would be tried again)."""
     seen: list[tuple[str, Outcome]] = []
-    router_obj.directors[name].report = lambda b, o: seen.append((b, o))
+    director = router_obj.directors[name]
+    report = director.report
+
+    def tee(b: str, o: Outcome) -> None:
+        seen.append((b, o))
+        report(b, o)
+
+    director.report = tee
     return seen
 
 
@@ -38,7 +48,7 @@ async def test_connection_refused_is_502_and_reported(router, client, caplog: py
         assert resp.status == 502
         assert "unreachable" in text and "connect" in text
         assert resp.headers["X-Request-ID"] in text
-    assert seen == [("a", Outcome(OutcomeKind.CONNECT_FAILED))]
+    assert seen == [("a", Outcome(Failure.CONNECT))]
     assert any("backend a unreachable" in m and "answered 502 to GET /x id=" in m for m in caplog.messages)
 
 
@@ -58,7 +68,7 @@ async def test_first_byte_timeout_is_504(backend, router, client) -> None:
             assert "timed out" in await resp.text()
     finally:
         release.set()
-    assert seen == [("a", Outcome(OutcomeKind.TIMEOUT))]
+    assert seen == [("a", Outcome(Failure.TIMEOUT))]
 
 
 async def test_reset_before_response_is_502(router, client) -> None:
@@ -76,7 +86,7 @@ async def test_reset_before_response_is_502(router, client) -> None:
         async with client.get(base + "/r") as resp:
             assert resp.status == 502
             assert "closed the connection" in await resp.text() or "reset" in await resp.text()
-        assert seen == [("a", Outcome(OutcomeKind.RESET))]
+        assert seen == [("a", Outcome(Failure.RESET))]
     finally:
         server.close()
         await server.wait_closed()
@@ -98,7 +108,7 @@ async def test_reset_mid_body_aborts_the_client_connection(router, client) -> No
             assert resp.status == 200
             with pytest.raises(aiohttp.ClientPayloadError):
                 await resp.read()
-        assert seen[-1] == ("a", Outcome(OutcomeKind.RESET))
+        assert seen[-1] == ("a", Outcome(Failure.RESET))
     finally:
         server.close()
         await server.wait_closed()
@@ -138,7 +148,7 @@ async def test_ambiguous_backend_framing_is_502(raw_backend, router, client, ans
     async with client.get(base + "/f") as resp:
         assert resp.status == 502
         assert "malformed" in await resp.text() or "ambiguous" in await resp.text()
-    assert seen == [("a", Outcome(OutcomeKind.BAD_RESPONSE))]
+    assert seen == [("a", Outcome(Failure.FRAMING))]
 
 
 async def test_client_hangup_is_not_reported_as_backend_failure(backend, router) -> None:
@@ -160,7 +170,7 @@ async def test_client_hangup_is_not_reported_as_backend_failure(backend, router)
     await asyncio.wait_for(_until(lambda: _inflight() == 1), 10)
     writer.transport.abort()
     await asyncio.wait_for(_until(lambda: _inflight() == 0), 10)
-    assert all(o.kind is OutcomeKind.OK for _, o in seen)
+    assert all(o.failure is None for _, o in seen)
     assert not got_body.is_set()
 
 
@@ -193,8 +203,53 @@ async def test_body_stall_longer_than_idle_aborts_and_reports_timeout(router, cl
             assert resp.status == 200
             with pytest.raises(aiohttp.ClientPayloadError):
                 await resp.read()
-        assert seen[-1] == ("a", Outcome(OutcomeKind.TIMEOUT))
+        assert seen[-1] == ("a", Outcome(Failure.TIMEOUT))
     finally:
         release.set()
         server.close()
         await server.wait_closed()
+
+
+# -- one vocabulary (issue 11): router/edge.py translates, everyone says Failure --------
+
+
+def test_failure_values_are_the_metric_cause_labels_dashboards_use() -> None:
+    # hotspare_upstream_errors_total{cause=...}: a contract (deploy/grafana); never renamed.
+    assert {f.value for f in Failure} >= {"connect", "reset", "timeout", "framing", "status"}
+    assert [f for f in Failure if f.client_fault] == [Failure.UNSENDABLE]
+
+
+async def test_translate_is_the_one_place_exceptions_become_ours() -> None:
+    from router.edge import translate
+
+    port = _closed_port()
+    async with aiohttp.ClientSession() as s:
+        try:
+            await s.get(f"http://127.0.0.1:{port}/")
+        except aiohttp.ClientError as exc:
+            refused: BaseException = exc
+    cases: list[tuple[BaseException, Failure, int, bool, str]] = [
+        (refused, Failure.CONNECT, 502, False, "connect refused"),
+        (aiohttp.ConnectionTimeoutError(), Failure.CONNECT, 504, False, "connect timeout"),
+        (TimeoutError(), Failure.TIMEOUT, 504, True, "timeout"),
+        (aiohttp.ServerDisconnectedError(), Failure.RESET, 502, True, "connection reset (ServerDisconnectedError)"),
+        (ConnectionResetError(), Failure.RESET, 502, True, "connection reset (ConnectionResetError)"),
+        (UnicodeEncodeError("ascii", "é", 0, 1, "no"), Failure.UNSENDABLE, 400, False, ""),
+    ]
+    for exc, failure, status, sent, detail in cases:
+        err = translate(exc, "a")
+        assert (err.failure, err.status, err.sent) == (failure, status, sent), exc
+        assert err.cause.startswith("backend a ") or failure is Failure.UNSENDABLE
+        assert not detail or err.detail == detail
+    assert Outcome.failed(Failure.CONNECT) is Outcome.failed(Failure.CONNECT)  # shared, not allocated
+    assert Outcome.ok(200) == Outcome(None, 200)
+
+
+async def test_upstream_error_metric_keeps_its_cause_label(router, client) -> None:
+    _, base = await router([svc(f"http://127.0.0.1:{_closed_port()}")])
+    before = metrics.REGISTRY.get_sample_value(
+        "hotspare_upstream_errors_total", {"service": "app", "backend": "a", "cause": "connect"}) or 0.0
+    async with client.get(base + "/x") as resp:
+        assert resp.status == 502
+    assert metrics.REGISTRY.get_sample_value(
+        "hotspare_upstream_errors_total", {"service": "app", "backend": "a", "cause": "connect"}) == before + 1

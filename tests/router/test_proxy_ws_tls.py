@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
 
@@ -178,3 +179,59 @@ async def test_admin_status_and_metrics(backend, router, client) -> None:
     assert 'hotspare_active_backend{backend="a",service="app"} 1.0' in text
     assert 'hotspare_active_backend{backend="b",service="app"} 0.0' in text
     assert 'hotspare_epoch{service="app"} 0.0' in text
+
+
+async def test_websocket_upgrade_while_promoting_gets_503_retry_after(backend, router, client, tmp_path: Path) -> None:
+    """Issue 11: the handler asked director.route() unguarded before the WebSocket
+    pass-through, so an upgrade during a switch got aiohttp's generic 500 (logged 499).
+    It gets the same 503 + Retry-After as a plain request (a held upgrade would be no
+    use to anyone)."""
+    import sys
+
+    from router.failover.machine import AdminSwitchover
+
+    async def health(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    def app() -> web.Application:
+        a = web.Application()
+        a.router.add_get("/health", health)
+        a.router.add_get("/ws", ws_echo)
+        return a
+
+    ua, ub = await backend(app()), await backend(app())
+    gate = tmp_path / "gate"  # the promotion step waits until the test removes it
+    gate.touch()
+    step = {"name": "wait", "exec": [sys.executable, "-c",
+            f"import os,time\nwhile os.path.exists({str(gate)!r}): time.sleep(0.02)"], "timeout": "20s"}
+    r, base = await router([svc(ua, ub, promote=[step], health={"interval": "100ms", "fast_interval": "20ms"},
+                                failover={"retry_after": 6})])
+    ctl = r.controllers["app"]
+    await wait_for(lambda: r.statistics().services[0].backends[1].healthy is True, what="b probed")
+    ctl.submit(AdminSwitchover(0.0, "b"))
+    await wait_for(lambda: ctl.director.mode == "hold", what="promoting (holding)")
+    try:
+        headers = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+                   "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+        async with client.get(base + "/ws", headers=headers) as resp:
+            assert resp.status == 503
+            assert resp.headers["Retry-After"] == "6"
+            assert resp.headers["X-Request-ID"]
+        log = tmp_path / "access.log"
+        line = await wait_for(lambda: log.exists() and log.read_text(), what="the access-log line")
+        assert " 503 " in line and " 499 " not in line
+    finally:
+        gate.unlink()
+    await wait_for(lambda: ctl.director.mode == "route", what="promotion over")
+
+
+async def test_websocket_upgrade_to_a_degraded_service_gets_503_retry_after(backend, router, client) -> None:
+    from router.failover.hold import Refusal
+
+    url = await backend(ws_echo)
+    r, base = await router([svc(url)])
+    r.controllers["app"].director.set_mode("refuse", Refusal(503, 7, "no backend passes its probes"))
+    with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+        await client.ws_connect(base + "/ws")
+    assert info.value.status == 503
+    assert info.value.headers is not None and info.value.headers["Retry-After"] == "7"
