@@ -16,11 +16,14 @@ Rules:
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 RECORDED_BODY = b"ok\n"
 _HEAD_LIMIT = 1 << 20
@@ -93,8 +96,9 @@ class _Listener:
                 continue
             except OSError:
                 return
+            counted = self.counts(conn)
             with self._lock:
-                self.accepted += 1
+                self.accepted += counted
                 self._conns.add(conn)
             threading.Thread(target=self._run, args=(conn,), daemon=True).start()
 
@@ -107,6 +111,10 @@ class _Listener:
             with self._lock:
                 self._conns.discard(conn)
             conn.close()
+
+    def counts(self, conn: socket.socket) -> bool:
+        """Whether this connection counts in ``accepted``."""
+        return True
 
     def handle(self, conn: socket.socket) -> None:
         """A decoy: nothing to say; the connection is closed at once."""
@@ -123,7 +131,59 @@ class _Listener:
                     pass
 
 
-Decoy = _Listener
+def _hex_endpoint(host: str, port: int) -> str:
+    """An IPv4 endpoint as /proc/net/tcp writes it ("0100007F:1F90")."""
+    packed = socket.inet_aton(host)
+    return f"{int.from_bytes(packed, 'little'):08X}:{port:04X}"
+
+
+def socket_owner(local: tuple[str, int], remote: tuple[str, int]) -> int | None:
+    """The pid of the process whose TCP socket goes from ``local`` to ``remote`` (None
+    when it cannot be found: closed already, or another namespace)."""
+    want = (_hex_endpoint(*local), _hex_endpoint(*remote))
+    inode = None
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if (fields[1], fields[2]) == want:
+            inode = fields[9]
+            break
+    if inode is None:
+        return None
+    link = f"socket:[{inode}]"
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if any(os.readlink(fd) == link for fd in (proc / "fd").iterdir()):
+                return int(proc.name)
+        except OSError:
+            continue
+    return None
+
+
+class Decoy(_Listener):
+    """A listener no request may ever reach. ``accepted`` counts the connections that
+    the process ``suspect()`` names opened (or that cannot be attributed: counted, to be
+    safe); a connection from some other program on the machine, which happened to pick
+    this ephemeral port, goes to ``foreign`` instead and fails nothing."""
+
+    def __init__(self, host: str = "127.0.0.1", suspect: Callable[[], int | None] = lambda: None) -> None:
+        self.suspect = suspect
+        self.foreign = 0
+        super().__init__(host)
+
+    def counts(self, conn: socket.socket) -> bool:
+        pid = self.suspect()
+        if pid is None:
+            return True
+        try:
+            owner = socket_owner(conn.getpeername(), conn.getsockname())
+        except OSError:
+            return True
+        if owner is not None and owner != pid:
+            self.foreign += 1
+            return False
+        return True
 
 
 class RecordingBackend(_Listener):

@@ -62,7 +62,7 @@ class FuzzTarget:
     per_input: bool = False  # read /metrics after every input (a replay)
 
     def __post_init__(self) -> None:
-        self.decoys = [Decoy("127.0.0.1"), Decoy("127.0.0.2")]
+        self.decoys = [Decoy(host, self._router_pid) for host in ("127.0.0.1", "127.0.0.2")]
         try:
             self.stack = Stack(self.workdir)
         except BaseException:
@@ -70,6 +70,12 @@ class FuzzTarget:
             raise
         self.backends, self.router = self.stack.backends, self.stack.router
         self._before: list[FuzzInput] = []  # the last input of the previous batch
+
+    def _router_pid(self) -> int | None:
+        """The process a decoy connection is held against (None before it exists)."""
+        stack = getattr(self, "stack", None)
+        proc = stack.router.proc if stack is not None else None
+        return proc.pid if proc is not None else None
 
     @property
     def decoy_ports(self) -> tuple[int, int]:
