@@ -6,7 +6,9 @@ Rules:
 
 1. Nothing that touches the disk runs on the event loop: opens, reads and hashes
    happen in worker threads, and only regular files are opened (fileio rule 5), so a
-   FIFO in a root cannot freeze the agent.
+   FIFO in a root cannot freeze the agent. ``asyncio.to_thread`` rather than aiofiles:
+   each step is an open + fstat check + read + hash that must run together on one
+   descriptor, which aiofiles would split into several thread hops.
 2. Every path from the wire is checked (``paths.check_path``) and must not be hidden:
    the marker, the agent's folder, temp files, excluded paths and folders. A file with
    several names is refused unless ``allow_hard_links``.

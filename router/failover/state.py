@@ -24,6 +24,10 @@ Rules:
    (``load`` alone, ``hotspare status``) take no lock.
 6. A failed :meth:`StateFile.save` changes nothing in memory; the caller (the failover
    controller) decides what the failure means for the machine.
+7. :meth:`StateFile.save` is synchronous, on the event loop, on purpose (not aiofiles,
+   not a thread): the epoch must be on disk before the machine commits the move and
+   before any request is routed by it, with nothing else interleaved. It is a few
+   hundred bytes and two fsyncs, once per change of active.
 """
 
 from __future__ import annotations
