@@ -3,6 +3,7 @@ edge, once, and carry what they mean for the client (the status to answer with).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from router.failures import Failure
@@ -10,11 +11,13 @@ from router.failures import Failure
 
 class ConfigError(Exception):
     """The deployment file is not valid. ``errors`` holds one line per problem, each
-    starting with its dotted key path."""
+    starting with its dotted key path. ``hints`` are lines printed after them (what to
+    run to fix several errors at once); they are not errors themselves."""
 
-    def __init__(self, errors: list[str], source: Path | None = None) -> None:
+    def __init__(self, errors: list[str], source: Path | None = None, *, hints: Sequence[str] = ()) -> None:
         self.errors = list(errors)
         self.source = source
+        self.hints = list(hints)
         where = f"{source}: " if source else ""
         super().__init__(where + "; ".join(self.errors))
 
@@ -23,6 +26,7 @@ class ConfigError(Exception):
         n = len(self.errors)
         lines = [f"{head}{n} configuration error{'s' if n != 1 else ''}:"]
         lines += [f"  {e}" for e in self.errors]
+        lines += self.hints
         return "\n".join(lines)
 
 

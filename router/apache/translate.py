@@ -57,6 +57,24 @@ def _hostport(address: str) -> tuple[str, str] | None:
     return (m.group(1) or m.group(2)), m.group(3)
 
 
+def _port_of(url: str) -> str | None:
+    """The port of a backend URL (its scheme's default when absent); None when invalid."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    return str(port) if port else ("443" if parts.scheme in ("https", "wss") else "80")
+
+
+def _bad_port(url: str) -> str:
+    undefined = re.findall(r"\$\{[^}]*\}", url)
+    if undefined:
+        return (f"backend URL {url} has no valid port: {', '.join(undefined)} is not defined here "
+                "(a Define in a file that includes this one? point import-apache at that file)")
+    return f"backend URL {url} has no valid port"
+
+
 def _vhost_ports(addresses: list[str]) -> set[str]:
     ports: set[str] = set()
     for a in addresses:
@@ -156,11 +174,15 @@ class _Translator:
                 p.directive, f"maps {local} to the different backend path {moved[0].path or '/'}; hotspare "
                 "forwards the path unchanged (it cannot strip or replace a prefix)"))
             return None
+        bad = next((w for w in workers if _port_of(w.url) is None), None)
+        if bad is not None:
+            self.notes.append(Untranslated.of(p.directive, _bad_port(bad.url)))
+            return None
         backends: list[dict[str, Any]] = []
         names: set[str] = set()
         for w in workers:
             wp = urlsplit(w.url)
-            raw = w.params.get("route") or f"{wp.hostname}-{wp.port or ('443' if wp.scheme in ('https', 'wss') else '80')}"
+            raw = w.params.get("route") or f"{wp.hostname}-{_port_of(w.url)}"
             # Same paths: the URL carries no path. Prefix "/": the target's path is prepended.
             same = w.path.rstrip("/") == local.rstrip("/")
             url = w.origin if same else w.origin + w.path

@@ -9,22 +9,31 @@ and repeated as comments at the top of the written file.
 
 Exit status: 0 written (even with untranslated directives), 2 when the httpd config
 cannot be read or the translation is not a valid deployment file (nothing is written).
+
+A site file (``sites-enabled/library.conf``) has no ``Listen`` line: Debian keeps those in
+``ports.conf``, which only the main ``apache2.conf`` includes. ``--listen`` gives them
+instead; they are read as ``Listen`` lines, so a virtual host's certificate and its
+redirect to HTTPS land on the listener of their port as they would from ports.conf.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from router.apache import ApacheConfigError, Translation, load_apache_config, translate
+from router.apache import ApacheConfigError, Directive, Translation, load_apache_config, translate
 from router.config import parse_config
 from router.errors import ConfigError
 
-__all__ = ["add_arguments", "import_apache", "render_yaml", "run"]
+__all__ = ["add_arguments", "import_apache", "no_listen_error", "render_yaml", "run"]
+
+# The loader's message for an empty listen list, replaced by one that says what to do.
+_EMPTY_LISTEN = "listen: expected at least 1 item(s)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,12 +43,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--server-root",
         help="where relative Include paths start until a ServerRoot directive (default: the file's folder)",
     )
+    parser.add_argument(
+        "--listen",
+        action="append",
+        default=[],
+        metavar="[HOST:]PORT",
+        help="an address to listen on, as httpd's Listen takes it (repeatable); for a site file "
+        "whose Listen lines are elsewhere (Debian: ports.conf)",
+    )
 
 
-def import_apache(file: str | Path, server_root: str | Path | None = None) -> Translation:
-    """Read and translate; raises :class:`ApacheConfigError` when the file cannot be read."""
+def import_apache(
+    file: str | Path, server_root: str | Path | None = None, listen: Sequence[str] = ()
+) -> Translation:
+    """Read and translate; raises :class:`ApacheConfigError` when the file cannot be read.
+    ``listen`` addresses are added as top-level ``Listen`` lines."""
     root = Path(server_root) if server_root is not None else Path(file).resolve().parent
-    return translate(load_apache_config(file, root), str(root))
+    extra = tuple(Directive("Listen", (a,), "--listen", i) for i, a in enumerate(listen, 1))
+    return translate(load_apache_config(file, root) + extra, str(root))
+
+
+def no_listen_error(file: str) -> str:
+    return (
+        f"listen: no Listen directive found in {file} or the files it includes; point "
+        "import-apache at the main config that includes ports.conf (Debian: "
+        "/etc/apache2/apache2.conf), or give --listen [HOST:]PORT"
+    )
 
 
 def render_yaml(t: Translation, source: str) -> str:
@@ -55,7 +84,7 @@ def render_yaml(t: Translation, source: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        t = import_apache(args.file, args.server_root)
+        t = import_apache(args.file, args.server_root, getattr(args, "listen", None) or ())
     except ApacheConfigError as exc:
         print(f"import-apache: cannot read the httpd config: {exc}", file=sys.stderr)
         return 2
@@ -64,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
         parse_config(t.config, base_dir=(out.resolve().parent if out else Path.cwd()), env={})
     except ConfigError as exc:
         print(f"import-apache: the translation of {args.file} is not a valid deployment file:", file=sys.stderr)
+        if not t.config["listen"]:
+            exc.errors = [no_listen_error(args.file) if e.startswith(_EMPTY_LISTEN) else e for e in exc.errors]
         print(exc.report(), file=sys.stderr)
         for u in t.untranslated:
             print(f"  not translated: {u}", file=sys.stderr)

@@ -106,12 +106,28 @@ def test_district_example_passes_check_config() -> None:
     assert "OK (1 service(s): library)" in result.stdout
 
 
+@pytest.mark.parametrize("example", ["minimal", "district"])
+def test_examples_check_as_shipped_with_the_readme_command(example: str) -> None:
+    # The command README prints, run from the repository in an environment without
+    # any HOTSPARE_* variable (a fresh machine).
+    documented = re.search(r"^\.venv/bin/hotspare (check-config --env-file (\S+) )deploy/examples/district\.yaml$",
+                           (REPO / "README.md").read_text(), re.M)
+    assert documented is not None, "README shows how to check an example"
+    args = [*documented.group(1).split(), f"deploy/examples/{example}.yaml"]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    result = subprocess.run([str(VENV_HOTSPARE), *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert f"deploy/examples/{example}.yaml: OK (1 service(s): " in result.stdout
+
+
 def test_district_example_without_secrets_exits_2_naming_them() -> None:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
     result = run([str(VENV_HOTSPARE), "check-config", str(DEPLOY / "examples" / "district.yaml")], env=env)
     assert result.returncode == 2
     for var in DISTRICT_ENV:
         assert f"expected environment variable {var} to be set" in result.stderr
+    assert "3 configuration errors:" in result.stderr  # one per reference, no knock-on
+    assert "3 environment variables are unset (HOTSPARE_ADMIN_TOKEN, HOTSPARE_DB_DSN, HOTSPARE_REPLICATION_TOKEN)" in result.stderr
 
 
 # -- Prometheus -------------------------------------------------------------------------

@@ -68,7 +68,7 @@ def test_token_file_per_node_paths_and_app_stop(tmp_path: Path) -> None:
         ({"roots": [{"name": "jobs", "path": "/x"}]}, "replication: expected token or token_file"),
         ({"token": "t", "roots": [{"name": "jobs", "path": "/x", "typo": 1}]}, "replication.roots[0].typo: unknown key"),
         ({"token": "t", "max_delete_share": 2, "roots": []}, "replication.max_delete_share: expected a number <= 1"),
-        ({"token": "t", "roots": [{"name": "a", "path": "/x"}, {"name": "a", "path": "/y"}]}, "unique root names"),
+        ({"token": "t", "roots": [{"name": "a", "path": "/x"}, {"name": "a", "path": "/y"}]}, "replication.roots[1].name: expected a root name used once"),
         ({"token": "t", "quiet_period": "soon"}, "replication.quiet_period: expected a duration"),
         ({"token": "t", "router_url": "ftp://x"}, "replication.router_url: Value error, expected an http"),
     ],

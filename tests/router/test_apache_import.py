@@ -139,6 +139,49 @@ def test_cli_refuses_config_without_proxypass(tmp_path: Path, capsys: pytest.Cap
     assert not out.exists()
 
 
+SITE = """<VirtualHost *:443>
+    ServerName catalog.district.example
+    SSLEngine on
+    SSLCertificateFile /etc/ssl/catalog.pem
+    SSLCertificateKeyFile /etc/ssl/private/catalog.key
+    ProxyPass / http://127.0.0.1:8001/
+</VirtualHost>
+"""
+
+
+def test_site_file_without_listen_says_which_file_to_point_at(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    site = tmp_path / "site.conf"
+    site.write_text(SITE)
+    out = tmp_path / "out.yaml"
+    assert run(argparse.Namespace(file=str(site), out=str(out), server_root=None, listen=[])) == 2
+    err = capsys.readouterr().err
+    assert f"  listen: no Listen directive found in {site} or the files it includes; point import-apache at " \
+        "the main config that includes ports.conf (Debian: /etc/apache2/apache2.conf), or give --listen " \
+        "[HOST:]PORT\n" in err
+    assert "listen: expected at least 1 item(s)" not in err
+    assert not out.exists()
+
+
+def test_listen_option_stands_for_ports_conf(tmp_path: Path) -> None:
+    site = tmp_path / "site.conf"
+    site.write_text(SITE)
+    out = tmp_path / "out.yaml"
+    assert run(argparse.Namespace(file=str(site), out=str(out), server_root=None, listen=["127.0.0.1:443"])) == 0
+    config = load_config(out, env={})
+    (listener,) = config.listen
+    # Read as a Listen line: the virtual host's certificate lands on the listener of its port.
+    assert (listener.address, str(listener.cert)) == ("127.0.0.1:443", "/etc/ssl/catalog.pem")
+
+
+def test_undefined_variable_in_a_backend_url_is_reported_not_a_crash(tmp_path: Path) -> None:
+    site = tmp_path / "app.conf"
+    site.write_text("Listen 127.0.0.1:8080\nProxyPass /api/ http://127.0.0.1:${APP_PORT}/api/\n")
+    t = import_apache(site)
+    assert [(u.line, u.reason) for u in t.untranslated] == [(2, (
+        "backend URL http://127.0.0.1:${APP_PORT}/api/ has no valid port: ${APP_PORT} is not defined here "
+        "(a Define in a file that includes this one? point import-apache at that file)"))]
+
+
 # -- the parser, on its own ------------------------------------------------------------
 
 

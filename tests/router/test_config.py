@@ -76,15 +76,25 @@ def test_every_error_is_reported_with_its_key_path() -> None:
 
 
 def test_unknown_top_level_key_and_missing_required_key() -> None:
-    errs = errors_of({"listen": ["127.0.0.1:1"], "servcies": []})
-    assert "servcies: unknown key (check its spelling and its place in the file)" in errs
-    assert "services: required key is missing" in errs
+    errs = errors_of({"listen": ["127.0.0.1:1"], "servcies": [], "zzz": 1})
+    assert "zzz: unknown key (check its spelling and its place in the file)" in errs
+    # "services: required key is missing" only repeats the misspelling: not printed.
+    assert errs == ["servcies: unknown key; did you mean 'services'?", "zzz: unknown key (check its spelling and its place in the file)"]
+    assert errors_of({"listen": ["127.0.0.1:1"]}) == ["services: required key is missing"]
 
 
 def test_duplicate_backend_and_service_names_are_refused() -> None:
     svc = {"name": "app", "backends": [{"name": "a", "url": "http://h:1"}, {"name": "a", "url": "http://h:2"}]}
     assert errors_of(base(services=[svc])) == [
-        "services[0]: expected unique backend names, got a twice"
+        "services[0].backends[1].name: expected a backend name used once, got 'a' again "
+        "(first at services[0].backends[0].name)"
+    ]
+    svc2 = {"name": "app", "hosts": ["x"], "backends": [{"name": "a", "url": "http://h:1"}]}
+    svc3 = {"name": "other", "backends": [{"name": "a", "url": "http://h:1"}]}
+    assert errors_of(base(services=[svc3, svc2, {**svc2, "hosts": ["X"]}])) == [
+        "services[2].name: expected a service name used once, got 'app' again (first at services[1].name)",
+        "services[2]: expected each route (hosts and path_prefix) once, got the same as services[1] "
+        "(give one of them other hosts or another path_prefix)",
     ]
 
 

@@ -1,125 +1,41 @@
-"""Loading the one deployment file: ``load_config(path) -> Config``.
+"""The sections of the deployment file, one model each (docs/configuration.md is
+generated from them: a ``#`` comment above a field is its description).
 
-Rules:
-
-1. This is the only parser of the file. The router, the agents and every command read
-   the deployment through it, so they can never disagree about what it says.
-2. Validation is complete before anything starts: every error is collected, each names
-   its dotted key path (``services[0].health.fall``), what was expected and what was
-   found. Unknown keys are errors.
-3. ``${NAME}`` in any string is replaced by the environment variable ``NAME``; an unset
-   one is an error at that key. Secrets may instead come from ``*_file: PATH``.
-4. Relative paths (``state_file``, ``token_file``, certificates, roots) are relative to
-   the directory of the config file, so the same file means the same thing wherever
-   the process was started.
-5. Only the command line turns a :class:`ConfigError` into exit status 2.
+Checks that compare several entries (unique names, one service per route) are not here
+but in :mod:`.cross`: pydantic runs a model's own validator only when all its fields
+are valid, and check-config must print every error in one run.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
-import yaml
-from pydantic import AfterValidator, Field, ValidationError, ValidationInfo, model_validator
+from pydantic import Field, model_validator
 
 from hotspare.configtypes import ByteSize, Duration, StrictModel, read_secret
 from promote.config import FenceFailure, Step
 from replication.config import ReplicationConfig
 
-from .errors import ConfigError
+from .values import ConfigPath, HostPort, HttpUrl, Name, parse_hostport, status_set
 
 __all__ = [
     "AdminConfig",
     "BackendConfig",
     "Config",
-    "ConfigError",
     "FailoverConfig",
     "HealthConfig",
+    "HoldConfig",
     "LimitsConfig",
     "ListenerConfig",
     "LogConfig",
+    "PoolConfig",
+    "RewriteConfig",
     "ServiceConfig",
-    "load_config",
-    "parse_config",
-    "parse_hostport",
+    "TimeoutsConfig",
 ]
-
-
-# -- small value types ---------------------------------------------------------------
-
-
-def parse_hostport(value: str) -> tuple[str, int]:
-    """``"127.0.0.1:8080"`` -> ("127.0.0.1", 8080); ``"[::1]:80"`` -> ("::1", 80)."""
-    m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d{1,5})|([^\s:\[\]]*):(\d{1,5})", value.strip())
-    if not m:
-        raise ValueError(f"expected 'host:port' (like '127.0.0.1:8080'), got {value!r}")
-    host = m.group(1) if m.group(1) is not None else m.group(3)
-    port = int(m.group(2) or m.group(4))
-    if not 0 <= port <= 65535:
-        raise ValueError(f"expected a port 0-65535, got {port}")
-    return (host or "0.0.0.0", port)
-
-
-def _check_hostport(value: str) -> str:
-    parse_hostport(value)
-    return value.strip()
-
-
-HostPort = Annotated[str, AfterValidator(_check_hostport)]
-
-
-def _check_http_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"expected an http:// or https:// URL with a host, got {value!r}")
-    try:
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError:
-        raise ValueError(f"expected a valid port in URL, got {value!r}") from None
-    if parts.query or parts.fragment:
-        raise ValueError(f"expected a URL without query or fragment, got {value!r}")
-    return value.rstrip("/") if parts.path in ("", "/") else value
-
-
-HttpUrl = Annotated[str, AfterValidator(_check_http_url)]
-
-
-def _resolve_path(value: Path, info: ValidationInfo) -> Path:
-    base = (info.context or {}).get("base_dir")
-    if base is not None and not value.is_absolute():
-        return Path(base) / value
-    return value
-
-
-ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
-
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
-Name = Annotated[str, Field(pattern=_NAME)]
-
-
-def _status_set(values: list[int | str]) -> frozenset[int]:
-    """Expand ``[200, "3xx"]`` into the set of status codes it names."""
-    codes: set[int] = set()
-    for v in values:
-        if isinstance(v, int) and 100 <= v <= 599:
-            codes.add(v)
-        elif isinstance(v, str) and re.fullmatch(r"[1-5]xx", v.strip().lower()):
-            first = int(v.strip()[0]) * 100
-            codes.update(range(first, first + 100))
-        elif isinstance(v, str) and re.fullmatch(r"[1-5]\d\d", v.strip()):
-            codes.add(int(v))
-        else:
-            raise ValueError(f"expected status codes like 200 or '2xx', got {v!r}")
-    return frozenset(codes)
-
-
-# -- sections --------------------------------------------------------------------------
 
 
 class ListenerConfig(StrictModel):
@@ -235,7 +151,7 @@ class HealthConfig(StrictModel):
         if isinstance(data, Mapping) and "expect_status" in data:
             raw = data["expect_status"]
             raw = raw if isinstance(raw, list) else [raw]
-            data = {**data, "expect_status": _status_set(raw)}
+            data = {**data, "expect_status": status_set(raw)}
         return data
 
 
@@ -293,7 +209,7 @@ class FailoverConfig(StrictModel):
         if isinstance(data, Mapping) and "fail_on_status" in data:
             raw = data["fail_on_status"]
             raw = raw if isinstance(raw, list) else [raw]
-            data = {**data, "fail_on_status": _status_set(raw)}
+            data = {**data, "fail_on_status": status_set(raw)}
         if isinstance(data, Mapping) and isinstance(data.get("safe_methods"), list):
             data = {**data, "safe_methods": frozenset(str(m).upper() for m in data["safe_methods"])}
         return data
@@ -325,14 +241,6 @@ class ServiceConfig(StrictModel):
         if isinstance(data, Mapping) and "promote" in data and data["promote"] is None:
             data = {**data, "promote": []}
         return data
-
-    @model_validator(mode="after")
-    def _unique_backends(self) -> ServiceConfig:
-        names = [b.name for b in self.backends]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"expected unique backend names, got {', '.join(dupes)} twice")
-        return self
 
     def backend(self, name: str) -> BackendConfig:
         for b in self.backends:
@@ -372,21 +280,6 @@ class Config(StrictModel):
                 data = {k: v for k, v in data.items() if k != "source"}
         return data
 
-    @model_validator(mode="after")
-    def _unique_services(self) -> Config:
-        names = [s.name for s in self.services]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"expected unique service names, got {', '.join(dupes)} twice")
-        routes = [(tuple(sorted(h.lower() for h in s.hosts)), s.path_prefix) for s in self.services]
-        for i, r in enumerate(routes):
-            if r in routes[:i]:
-                raise ValueError(
-                    f"services[{i}] ({self.services[i].name}) has the same hosts and "
-                    f"path_prefix as an earlier service; expected each route once"
-                )
-        return self
-
     @property
     def audit_log_path(self) -> Path:
         return self.audit_log or self.state_file.with_name(self.state_file.name + ".audit.jsonl")
@@ -396,151 +289,3 @@ class Config(StrictModel):
             if s.name == name:
                 return s
         raise KeyError(name)
-
-
-# -- loading ---------------------------------------------------------------------------
-
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def _key_path(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "(top level)"
-
-
-def _substitute_env(
-    node: Any, env: Mapping[str, str], loc: tuple[int | str, ...], errors: list[str]
-) -> Any:
-    if isinstance(node, str):
-
-        def repl(m: re.Match[str]) -> str:
-            name = m.group(1)
-            if name not in env:
-                errors.append(
-                    f"{_key_path(loc)}: expected environment variable {name} to be set "
-                    f"(referenced as ${{{name}}}), found it unset"
-                )
-                return m.group(0)
-            return env[name]
-
-        return _ENV_REF.sub(repl, node)
-    if isinstance(node, list):
-        return [_substitute_env(v, env, (*loc, i), errors) for i, v in enumerate(node)]
-    if isinstance(node, dict):
-        return {k: _substitute_env(v, env, (*loc, str(k)), errors) for k, v in node.items()}
-    return node
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, (dict, list)):
-        text = repr(value)
-        return text if len(text) <= 60 else text[:57] + "..."
-    return repr(value)
-
-
-def _format_error(err: Mapping[str, Any], model_fields: Mapping[str, Any] | None = None) -> str:
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
-    path = _key_path(loc)
-    kind = err["type"]
-    ctx = err.get("ctx") or {}
-    got = _describe(err.get("input"))
-    if kind == "missing":
-        return f"{path}: required key is missing"
-    if kind == "extra_forbidden":
-        return f"{path}: unknown key (check its spelling and its place in the file)"
-    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
-        op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}[kind]
-        bound = next(iter(ctx.values()), "?")
-        return f"{path}: expected a number {op} {bound}, got {got}"
-    if kind in ("int_parsing", "int_type", "int_from_float"):
-        return f"{path}: expected an integer, got {got}"
-    if kind in ("bool_parsing", "bool_type"):
-        return f"{path}: expected true or false, got {got}"
-    if kind in ("string_type",):
-        return f"{path}: expected a string, got {got}"
-    if kind in ("list_type",):
-        return f"{path}: expected a list, got {got}"
-    if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return f"{path}: expected a mapping (key: value), got {got}"
-    if kind == "too_short":
-        return f"{path}: expected at least {ctx.get('min_length')} item(s), got {got}"
-    if kind == "literal_error":
-        return f"{path}: expected {ctx.get('expected')}, got {got}"
-    if kind == "string_pattern_mismatch":
-        return f"{path}: expected a value matching {ctx.get('pattern')}, got {got}"
-    if kind == "value_error":
-        msg = str(ctx.get("error") or err["msg"])
-        return f"{path}: {msg}"
-    return f"{path}: {err['msg'][:1].lower()}{err['msg'][1:]}, got {got}"
-
-
-def parse_config(
-    data: Any,
-    *,
-    base_dir: Path | None = None,
-    env: Mapping[str, str] | None = None,
-    source: Path | None = None,
-) -> Config:
-    """Validate an already-parsed YAML tree. Raises :class:`ConfigError` with every error."""
-    errors: list[str] = []
-    if not isinstance(data, Mapping):
-        raise ConfigError([f"(top level): expected a mapping of keys, got {_describe(data)}"])
-    data = _substitute_env(dict(data), os.environ if env is None else env, (), errors)
-    try:
-        config = Config.model_validate(data, context={"base_dir": base_dir})
-    except ValidationError as exc:
-        errors.extend(_format_error(e) for e in exc.errors())
-        raise ConfigError(errors, source) from None
-    if errors:
-        raise ConfigError(errors, source)
-    object.__setattr__(config, "source", source)
-    return config
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A YAML loader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
-
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"key {key!r} given twice in one mapping", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
-    """Read and validate the deployment file at ``path``."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"{p}: cannot read the config file: {exc.strerror}"], p) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError([f"{p}: expected UTF-8 text, found a bad byte at offset {exc.start}"], p) from None
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"{p}: not valid YAML: {exc}"], p) from None
-    if data is None:
-        raise ConfigError([f"{p}: the file is empty; expected at least 'listen' and 'services'"], p)
-    return parse_config(data, base_dir=p.resolve().parent, env=env, source=p)
-
-
-def is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
