@@ -13,6 +13,9 @@ Rules:
    value. A scrape of ``/metrics`` alone is never staler than one round.
 3. A round that fails (a bug) is logged and the next one comes anyway;
    ``CancelledError`` always propagates.
+4. Each answer keeps ``last_answered_at`` (the last round the agent answered at all) and,
+   while it does not answer, ``unreachable_since``: its last answer, or the first round
+   that tried if it never answered (:func:`remember`). Its lag is then unknown, never 0.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ if TYPE_CHECKING:
     from router.admin.control import RouterControl, RouterStatistics
     from router.config import Config
 
-__all__ = ["AgentFreshness", "LagGauge", "agents_context", "lag_series", "summarize_agent"]
+__all__ = ["AgentFreshness", "LagGauge", "agents_context", "lag_series", "remember", "summarize_agent"]
 
 log = logging.getLogger("hotspare.admin")
 
@@ -68,6 +71,16 @@ def summarize_agent(body: Any) -> dict[str, Any]:
         "roots": roots,
         "error": "; ".join(errors) or None,
     }
+
+
+def remember(previous: Mapping[str, Any] | None, answer: dict[str, Any]) -> dict[str, Any]:
+    """``answer`` with the times of rule 4 carried over from the ``previous`` one."""
+    prev = previous or {}
+    if answer.get("reachable", True):
+        return {**answer, "last_answered_at": answer.get("checked_at"), "unreachable_since": None}
+    last = prev.get("last_answered_at")
+    since = prev.get("unreachable_since") or last or answer.get("checked_at")
+    return {**answer, "last_answered_at": last, "unreachable_since": since}
 
 
 def lag_series(stats: RouterStatistics, config: Config, answers: Mapping[str, Mapping[str, Any]]) -> Series:
@@ -134,7 +147,7 @@ class AgentFreshness:
         token = config.replication.token
         urls = sorted({b.agent for s in config.services for b in s.backends if b.agent})
         results = await asyncio.gather(*(self._fetch(session, u, token) for u in urls))
-        self._cache = dict(zip(urls, results, strict=True))
+        self._cache = {u: remember(self._cache.get(u), r) for u, r in zip(urls, results, strict=True)}
 
     async def _fetch(self, session: aiohttp.ClientSession, url: str, token: str | None) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {token}"} if token else {}

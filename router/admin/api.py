@@ -31,6 +31,8 @@ Rules:
 7. A move that starts a promotion is answered when the service has settled
    (``ServiceController.wait_settled``), at most as long as its steps and readiness
    wait may take; ``"wait": false`` answers at once (202 while promoting).
+8. ``GET /v1/history`` (no token) is the last minutes the app's own sampler kept
+   (:mod:`.history`, task ``admin:history``); the page draws it as charts.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ from router.health.detector import Health
 
 from .agents import AgentFreshness, agents_context
 from .errors import ApiError
+from .history import Sampler, history_context
 from .page import render_status_page
 from .plan import PlanInput, make_plan
 from .promotions import promotion_history
@@ -80,16 +83,14 @@ log = logging.getLogger("hotspare.admin")
 ROUTER_KEY: web.AppKey[RouterControl] = web.AppKey("router")
 AGENTS_KEY: web.AppKey[AgentFreshness] = web.AppKey("agents", AgentFreshness)
 MAINT_KEY: web.AppKey[dict[tuple[str, str], float]] = web.AppKey("maintenance", dict)
+HISTORY_KEY: web.AppKey[Sampler] = web.AppKey("history", Sampler)
 SETTLE_MARGIN = 5.0  # seconds a move's answer may wait beyond its steps and hold time
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def status_document(
-    router: RouterControl,
-    replication: Replication | None = None,
-    maintenance: dict[tuple[str, str], float] | None = None,
-) -> dict[str, Any]:
+def status_document(router: RouterControl, replication: Replication | None = None,
+                    maintenance: dict[tuple[str, str], float] | None = None) -> dict[str, Any]:
     """The ``GET /v1/status`` JSON (the status page draws exactly this)."""
     return build_status(router, replication, maintenance)
 
@@ -233,8 +234,12 @@ async def _status(request: web.Request) -> web.Response:
 
 
 async def _page(request: web.Request) -> web.Response:
-    html = render_status_page(_document(request))
+    html = render_status_page(_document(request), request.app[HISTORY_KEY].history.view(time.time()))
     return web.Response(text=html, content_type="text/html", headers={"Cache-Control": "no-store"})
+
+
+async def _history(request: web.Request) -> web.Response:
+    return web.json_response(request.app[HISTORY_KEY].history.view(time.time()))
 
 
 async def _metrics(request: web.Request) -> web.Response:
@@ -376,10 +381,13 @@ def build_admin_app(router: RouterControl) -> web.Application:
     app[AGENTS_KEY] = agents = AgentFreshness()
     app[MAINT_KEY] = {}
     app.cleanup_ctx.append(agents_context(agents, router))  # the refresh task: rule 6
+    app[HISTORY_KEY] = sampler = Sampler()
+    app.cleanup_ctx.append(history_context(sampler, router))  # the sampling task: rule 8
     r = app.router
     r.add_get("/", _page)
     r.add_get("/metrics", _metrics)
     r.add_get("/v1/status", _status)
+    r.add_get("/v1/history", _history)
     r.add_get("/v1/promotions", _promotions)
     r.add_post("/v1/services/{name}/switchover", _mutating(_switchover))
     r.add_post("/v1/services/{name}/failover", _mutating(_failover))

@@ -2,10 +2,11 @@
 
 Rules:
 
-1. The page is drawn from exactly the JSON that ``GET /v1/status`` returns, so the page
-   and the API can never disagree. Keys beyond DESIGN.md's minimum (``name``, ``active``,
-   ``epoch``, ``state``, ``backends[].name/url/healthy``) are optional; a missing one
-   shows as a dash, never as an error.
+1. The page is drawn from exactly the JSON that ``GET /v1/status`` returns (and, for
+   its charts, ``GET /v1/history``: :mod:`.chart`), so the page and the API can never
+   disagree. Keys beyond DESIGN.md's minimum (``name``, ``active``, ``epoch``, ``state``,
+   ``backends[].name/url/healthy``) are optional; a missing one shows as a dash, never
+   as an error.
 2. No external assets: styles and the refresh script are inline; the page works
    offline, behind a proxy and on a laptop with no network.
 3. It refreshes itself every ``REFRESH_SECONDS``: a small script fetches the page again
@@ -14,6 +15,9 @@ Rules:
    answering, the page says so instead of freezing on stale data.
 4. Every value from the snapshot is HTML-escaped: backend names and event messages come
    from config files and logs, not from us.
+5. Nothing unknown looks healthy: a spare's lag that is not known reads "unknown (why)"
+   (:func:`lag_text`, shared with ``hotspare status``), and every alarm comes with what
+   to do and its runbook section (``alarm_hints``, :mod:`.hints`).
 
 Optional snapshot keys understood here (``/v1/status`` may add more)::
 
@@ -39,12 +43,14 @@ from importlib import resources
 from string import Template
 from typing import Any
 
+from .chart import render_chart
 from .status import SPARE_LAG_LIMIT_SECONDS
 
 __all__ = [
     "REFRESH_SECONDS",
     "backend_lag",
     "format_lag",
+    "lag_text",
     "render_status_page",
     "spare_readiness",
 ]
@@ -73,6 +79,31 @@ def format_lag(lag: object) -> str:
     if lag < 120:
         return f"{lag:.1f} s"
     return f"{lag / 60:.1f} min"
+
+
+def _clock(ts: object) -> str:
+    if not isinstance(ts, (int, float)) or isinstance(ts, bool):
+        return "?"
+    return time.strftime("%H:%M:%S", time.localtime(ts))
+
+
+def lag_text(backend: Mapping[str, Any], is_active: bool) -> str:
+    """A backend's replication lag for people (rule 5): ``source`` for the active, a
+    dash with no agent, a duration when its agent said one, else ``unknown (why)``."""
+    if is_active:
+        return "source"
+    repl = backend.get("replication")
+    if not isinstance(repl, Mapping):
+        return "unknown (agent not asked yet)" if backend.get("agent") else "—"
+    if repl.get("reachable") is False:
+        since = repl.get("unreachable_since")
+        return f"unknown (agent unreachable since {_clock(since)})" if since else "unknown (agent unreachable)"
+    if repl.get("error"):
+        return f"unknown (agent: {str(repl['error'])[:100]})"
+    if repl.get("role") not in (None, "sink"):
+        return f"unknown (agent is {repl.get('role')}, not mirroring)"
+    lag = backend_lag(backend)
+    return "unknown (agent gave no lag)" if lag is None else format_lag(lag)
 
 
 def backend_lag(backend: Mapping[str, Any]) -> float | None:
@@ -126,7 +157,8 @@ def _backend_rows(service: Mapping[str, Any]) -> str:
         probe_text = _e(probe.get("detail")) if probe else "—"
         if probe and probe.get("at") is not None:
             probe_text += f' <span class="dim">at {_e(_fmt_time(probe.get("at")))}</span>'
-        lag = None if is_active else backend_lag(b)
+        lag = lag_text(b, is_active)
+        lag_cls = "warn" if lag.startswith("unknown") else ""
         rows.append(
             f'<tr class="{"active" if is_active else ""}" data-backend="{_e(b.get("name"))}">'
             f"<td>{_e(b.get('name'))}{' ★' if is_active else ''}</td>"
@@ -134,7 +166,7 @@ def _backend_rows(service: Mapping[str, Any]) -> str:
             f'<td class="{health_cls}">{health}</td>'
             f"<td><code>{_e(b.get('url'))}</code></td>"
             f"<td>{probe_text}</td>"
-            f"<td>{_e(format_lag(lag)) if not is_active else 'source'}</td>"
+            f'<td class="lag {lag_cls}">{_e(lag)}</td>'
             "</tr>"
         )
     return "\n".join(rows)
@@ -155,7 +187,33 @@ def _events(events: Iterable[Any]) -> str:
     return '<ul class="events">' + "".join(lis) + "</ul>"
 
 
-def _service_section(service: Mapping[str, Any]) -> str:
+def _alarms(service: Mapping[str, Any]) -> str:
+    """Each alarm with its hint (rule 5); the hints are the router's, paired by position."""
+    alarms = [str(a) for a in service.get("alarms") or []]
+    if not alarms:
+        return ""
+    hints = [h if isinstance(h, Mapping) else {} for h in service.get("alarm_hints") or []]
+    items = []
+    for i, alarm in enumerate(reversed(alarms)):  # newest first, as the events
+        h = hints[len(alarms) - 1 - i] if len(alarms) - 1 - i < len(hints) else {}
+        todo = (f'<br><span class="todo">What to do: {_e(h.get("todo"))} '
+                f'(read <code>{_e(h.get("runbook"))}</code>)</span>') if h.get("todo") else ""
+        items.append(f'<li class="alarm"><b class="bad">ALARM</b> {_e(alarm)}{todo}</li>')
+    return '<h3>Alarms</h3><ul class="alarms">' + "".join(items) + "</ul>"
+
+
+def _chart(service: Mapping[str, Any], history: Mapping[str, Any] | None) -> str:
+    if not history:
+        return ""
+    mine = next((h for h in history.get("services") or [] if isinstance(h, Mapping)
+                 and h.get("name") == service.get("name")), None)
+    if mine is None:
+        return ""
+    now = float(history.get("generated_at") or time.time())
+    return render_chart(mine, float(history.get("window_seconds") or 900), now)
+
+
+def _service_section(service: Mapping[str, Any], history: Mapping[str, Any] | None = None) -> str:
     state = str(service.get("state") or "unknown")
     spare, ready, reasons = spare_readiness(service)
     spare_text = (
@@ -179,6 +237,7 @@ def _service_section(service: Mapping[str, Any]) -> str:
     <dt>Spare</dt><dd class="spare">{spare_text}</dd>
   </dl>
   {"<p>" + " · ".join(extra) + "</p>" if extra else ""}
+  {_alarms(service)}
   <table>
     <thead><tr><th>Backend</th><th>Role</th><th>Health</th><th>URL</th>
       <th>Last probe</th><th>Replication lag</th></tr></thead>
@@ -186,15 +245,16 @@ def _service_section(service: Mapping[str, Any]) -> str:
 {_backend_rows(service)}
     </tbody>
   </table>
+  {_chart(service, history)}
   <h3>Recent events</h3>
   {_events(service.get("events") or [])}
 </section>"""
 
 
-def render_status_page(snapshot: Mapping[str, Any]) -> str:
-    """The whole HTML page for one ``/v1/status`` snapshot."""
+def render_status_page(snapshot: Mapping[str, Any], history: Mapping[str, Any] | None = None) -> str:
+    """The whole HTML page for one ``/v1/status`` snapshot (and ``/v1/history``)."""
     services = [s for s in snapshot.get("services") or [] if isinstance(s, Mapping)]
-    sections = "\n".join(_service_section(s) for s in services) or "<p>No services.</p>"
+    sections = "\n".join(_service_section(s, history) for s in services) or "<p>No services.</p>"
     router_events = snapshot.get("events") or []
     if router_events:
         sections += "\n<section><h2>Router events</h2>" + _events(router_events) + "</section>"

@@ -11,6 +11,9 @@ Rules:
    ``{"at", "kind", "service", "message"}``; nothing parses log lines.
 3. Alarms and events are shown without a token: they pass the DSN/NAME=value redaction
    patterns of :mod:`promote.redact` first.
+4. Next to ``alarms`` (``"code: message"``), ``alarm_hints`` gives, at the same
+   position, ``{"code", "todo", "runbook"}``: what to do and the runbook section
+   (:mod:`.hints`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from promote.redact import Redactor
+
+from .hints import alarm_hint
 
 if TYPE_CHECKING:
     from router.admin.control import BackendStatistics, RouterControl, ServiceStatistics
@@ -115,6 +120,7 @@ def build_status(
             "cause": s.cause,
             "spare": spare_status(s.active, backends, any(b["agent"] for b in backends)),
             "alarms": [_SCRUB.text(a) for a in s.alarms[-ALARMS_SHOWN:]],
+            "alarm_hints": [alarm_hint(a) for a in s.alarms[-ALARMS_SHOWN:]],
             "events": [event_view(e) for e in feed.recent(s.name, EVENTS_SHOWN)],
         })
     names = [s.name for s in stats.services]

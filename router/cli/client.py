@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
-from router.admin.page import backend_lag, format_lag, spare_readiness
+from router.admin.page import lag_text, spare_readiness
 from router.config import Config, load_config, parse_hostport
 
 __all__ = [
@@ -178,6 +178,21 @@ def _ago(ts: object, now: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(ts)) + f" ({max(0.0, now - ts):.0f}s ago)"
 
 
+def _alarm_lines(services: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Each alarm, newest first, with what to do and the runbook section (the router's
+    ``alarm_hints``, paired with ``alarms`` by position)."""
+    lines = []
+    for s in services:
+        alarms = [str(a) for a in s.get("alarms") or []]
+        hints = [h if isinstance(h, Mapping) else {} for h in s.get("alarm_hints") or []]
+        for i in reversed(range(len(alarms))):
+            lines.append(f"  [{_s(s.get('name'))}] {alarms[i]}")
+            h = hints[i] if i < len(hints) else {}
+            if h.get("todo"):
+                lines.append(f"    what to do: {h['todo']} (read {h.get('runbook')})")
+    return ["", "ALARMS", *lines] if lines else []
+
+
 def format_status(snapshot: Mapping[str, Any], now: float, events: int = 5) -> str:
     services = [s for s in snapshot.get("services") or [] if isinstance(s, Mapping)]
     if not services:
@@ -206,9 +221,10 @@ def format_status(snapshot: Mapping[str, Any], now: float, events: int = 5) -> s
                 "up" if healthy else ("DOWN" if healthy is not None else "-"),
                 _s(b.get("url")),
                 _s(probe.get("detail")) if probe else "-",
-                "source" if is_active else format_lag(backend_lag(b)).replace("—", "-"),
+                lag_text(b, is_active).replace("—", "-"),
             ])
     lines += ["", *_table(["BACKEND", "ROLE", "HEALTH", "URL", "LAST PROBE", "REPL LAG"], brows)]
+    lines += _alarm_lines(services)
     evs = [
         {**e, "service": e.get("service") or s.get("name")}
         for s in services for e in (s.get("events") or []) if isinstance(e, Mapping)

@@ -14,6 +14,7 @@ import jsonschema
 import pytest
 import yaml
 
+from router.admin import history
 from tests.helpers import wait_for
 from tests.ops.kit import ADMIN_TOKEN, App, StandInAgent, running_router, sink_status, write_config
 
@@ -62,7 +63,10 @@ class Contract:
 
 
 @pytest.fixture
-async def setup(tmp_path: Path) -> AsyncIterator[tuple[str, aiohttp.ClientSession, Contract]]:
+async def setup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[str, aiohttp.ClientSession, Contract]]:
+    monkeypatch.setattr(history, "SAMPLE_SECONDS", 0.2)  # points within the test's time
     a, b = App("a"), App("b")
     await a.start()
     await b.start()
@@ -120,5 +124,14 @@ async def test_live_answers_match_the_openapi_document(
     assert (await call(s, c, admin, "POST", "/v1/reload"))[0] == 200
     _, doc = await call(s, c, admin, "GET", "/v1/status", token=None)
     assert any(e["kind"] == "notice" and e["message"].startswith("configuration reloaded") for e in doc["events"])
+
+    async def history_with_points_and_marks() -> Any:
+        _, h = await call(s, c, admin, "GET", "/v1/history", token=None)
+        svc = h["services"][0] if h["services"] else {}
+        return h if svc.get("points") and len(svc.get("marks", [])) >= 2 else None
+
+    h = await wait_for(history_with_points_and_marks, what="history points and the two moves' marks")
+    assert [m["kind"] for m in h["services"][0]["marks"]][-2:] == ["switchover", "switchover"]
+    assert h["services"][0]["backends"][:2] == ["a", "b"] and h["services"][0]["roots"] == ["jobs"]
     documented = {(p, m) for p, ops in c.doc["paths"].items() for m in ops}
     assert documented == c.seen, f"not exercised: {sorted(documented - c.seen)}"
