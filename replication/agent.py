@@ -42,7 +42,7 @@ from .config import ReplicationConfig
 from .metrics import AgentMetrics
 from .role import Role, RoleChange, RoleTracker
 from .sink import RootSink, SinkSettings
-from .source import RootSource
+from .source import RootSource, disk_report
 from .syncstate import SyncState
 
 log = logging.getLogger("hotspare.replication.agent")
@@ -106,6 +106,7 @@ class Agent(Actions):
         app.router.add_get("/v1/roots/{root}/file", self._root(RootSource.file))
         app.router.add_post("/v1/roots/{root}/bundle", self._root(RootSource.bundle))
         app.router.add_post("/v1/roots/{root}/confirm-deletes", self._confirm_deletes)
+        app.router.add_get("/v1/roots/{root}/disk", self._disk)
         app.router.add_post("/v1/actions/final-sync", self._final_sync)
         app.router.add_post("/v1/actions/stop-app", self._stop_app)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
@@ -320,6 +321,17 @@ class Agent(Actions):
             return web.json_response({"ok": False, "error": f"root {name}: {exc}"}, status=409)
         return web.json_response({"ok": True, "root": name, "held": held,
                                   "note": "a reconcile now applies the removals the source asks for"})
+
+    async def _disk(self, request: web.Request) -> web.Response:
+        """Read-only, any role: the root's folder, marker, free space and largest file on
+        this node, and this node's clock (``now``) for ``hotspare doctor``'s skew check."""
+        name = request.match_info["root"]
+        root = next((r for r in self.config.roots if r.name == name), None)
+        if root is None:
+            return web.json_response({"error": f"no root named {name!r}"}, status=404)
+        report = await asyncio.to_thread(
+            disk_report, root.path_for(self.node), self.config.marker_file, list(root.exclude))
+        return web.json_response({"root": name, "node": self.node, **report, "now": time.time()})
 
     async def _metrics(self, request: web.Request) -> web.Response:
         for name, sink in self.sinks.items():

@@ -315,6 +315,25 @@ class RootSource(FileServer):
         }
 
 
+def disk_report(root: Path, marker: str, exclude: list[str]) -> dict[str, object]:
+    """What ``hotspare doctor`` asks of a root on this node (``GET /v1/roots/{root}/disk``):
+    is the folder there, is its marker, how much room is left, how big is its largest file.
+    Read-only and role-independent: a spare needs room for the active's largest file too.
+    Walks the tree like a rescan does (the caller runs it off the event loop)."""
+    exists = root.is_dir()
+    free: int | None = None
+    largest, files = 0, 0
+    if exists:
+        st = os.statvfs(root)
+        free = st.f_bavail * st.f_frsize  # what an unprivileged writer may still use
+        for entry in fileio.scan(root, marker, exclude).values():
+            files += 1
+            if entry.link is None:
+                largest = max(largest, entry.size)
+    return {"path": str(root), "exists": exists, "marker": os.path.lexists(root / marker),
+            "free_bytes": free, "largest_file_bytes": largest, "files": files}
+
+
 def _first_error(exc: BaseException) -> str:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]

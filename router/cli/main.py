@@ -23,6 +23,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("switchover", "router.cli.client", "planned switchover of a service to another backend"),
     ("status", "router.cli.client", "show services, backends, health and replication"),
     ("check-config", "router.cli.check", "validate a deployment file; exit 2 on errors"),
+    ("doctor", "router.cli.doctor", "check a deployment end to end from this host; exit 1 on a failure"),
     ("demo", "router.cli.demo", "run the whole system on loopback, no config file"),
     ("import-apache", "router.cli.import_apache", "translate an Apache mod_proxy config"),
 ]
