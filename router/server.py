@@ -309,7 +309,9 @@ class Router:
                 ServiceStatistics(
                     name=sc.name,
                     active=snap.active,
-                    epoch=snap.epoch,
+                    # The persisted epoch: during a promotion the new one, which agents must be able to
+                    # confirm here before they accept its steps (docs/replication.md).
+                    epoch=max(snap.epoch, machine.epoch),
                     state=snap.state,
                     backends=tuple(BackendStatistics(b.name, b.url, b.healthy, _probe_statistics(ctl, b.name))
                                    for b in snap.backends),

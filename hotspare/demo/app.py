@@ -36,7 +36,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-__all__ = ["DEMO_PASSWORD", "DemoApp", "build_app", "main", "search_index"]
+__all__ = ["DEMO_PASSWORD", "DemoApp", "build_app", "iter_records", "main", "search_index"]
 
 # Any user name logs in with this password: it is a demo, the point is the session.
 DEMO_PASSWORD = "library"
@@ -55,19 +55,28 @@ SAMPLE_RECORDS = {
 }
 
 
+def iter_records(index_dir: Path) -> list[Path]:
+    """The index's records: its files, sorted, leaving out hidden names at any depth
+    (hotspare's ``.hotspare-root`` marker and ``.hotspare/`` state, temporary files)."""
+    if not index_dir.is_dir():
+        return []
+    return [
+        path for path in sorted(index_dir.rglob("*"))
+        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(index_dir).parts)
+    ]
+
+
 def search_index(index_dir: Path, query: str) -> list[dict[str, str]]:
-    """Records (files under ``index_dir``) containing every word of ``query``, any case.
+    """Records (see :func:`iter_records`) containing every word of ``query``, any case.
 
     A record's first line is its title. Unreadable or vanished files are skipped: the
     index is rewritten all the time, by the app and by replication.
     """
     words = {w.lower() for w in _WORD.findall(query)}
-    if not words or not index_dir.is_dir():
+    if not words:
         return []
     hits = []
-    for path in sorted(index_dir.rglob("*")):
-        if not path.is_file() or path.name.startswith("."):
-            continue
+    for path in iter_records(index_dir):
         try:
             text = path.read_text(encoding="utf-8", errors="replace")
         except OSError:
@@ -78,6 +87,12 @@ def search_index(index_dir: Path, query: str) -> list[dict[str, str]]:
             if len(hits) >= MAX_SEARCH_HITS:
                 break
     return hits
+
+
+def _wants_json(request: web.Request) -> bool:
+    accept = request.headers.get("Accept", "")
+    return request.content_type == "application/json" or (
+        "application/json" in accept and "text/html" not in accept)
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -124,7 +139,9 @@ class DemoApp:
         return web.json_response({"ok": True, "name": self.name})
 
     async def home(self, request: web.Request) -> web.Response:
-        user = self.user_of(request)
+        return self._page(request, self.user_of(request))
+
+    def _page(self, request: web.Request, user: str | None) -> web.Response:
         who = f"logged in as <b>{html.escape(user)}</b>" if user else "not logged in"
         body = f"""<!DOCTYPE html><html><head><meta charset="utf-8">
 <title>Library on {html.escape(self.name)}</title></head><body>
@@ -148,7 +165,10 @@ class DemoApp:
             raise web.HTTPUnauthorized(text=f"wrong user or password (the demo password is {DEMO_PASSWORD!r})\n")
         sid = secrets.token_urlsafe(24)
         self.sessions[sid] = user
-        resp = web.json_response({"user": user, "server": self.name})
+        # A browser's form gets the page, saying who is logged in; an API client that
+        # sent or asked for JSON gets JSON.
+        resp = (web.json_response({"user": user, "server": self.name}) if _wants_json(request)
+                else self._page(request, user))
         resp.set_cookie(SESSION_COOKIE, sid, httponly=True, samesite="Lax", path="/")
         return resp
 
@@ -185,7 +205,7 @@ class DemoApp:
             f"{title}\n"
             f"written by server {self.name} for {user} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
             f"epoch {request.headers.get('X-Hotspare-Epoch', '-')}\n"
-            f"records in index: {sum(1 for p in self.index_dir.rglob('*') if p.is_file())}\n"
+            f"records in index: {len(await asyncio.to_thread(iter_records, self.index_dir))}\n"
         )
         await asyncio.to_thread(write_atomically, self.reports_dir / f"{report_id}.txt", text.encode())
         return web.json_response(

@@ -166,3 +166,38 @@ def test_search_index_unit(tmp_path: Path) -> None:
     assert [h["record"] for h in search_index(tmp_path, "dragon")] == ["sub/r.txt", "title-0001.txt"]
     assert search_index(tmp_path, "  ") == []
     assert search_index(tmp_path / "missing", "dragon") == []
+
+
+async def test_report_counts_only_records_not_hotspare_files(demo: Demo) -> None:
+    """The agent keeps its marker and state beside the records; they are not records."""
+    (demo.data / "index" / ".hotspare-root").write_text("")
+    (demo.data / "index" / ".hotspare").mkdir()
+    (demo.data / "index" / ".hotspare" / "state.sqlite").write_bytes(b"x")
+    (demo.data / "index" / ".hotspare" / "trash" / "2026-01-01").mkdir(parents=True)
+    (demo.data / "index" / ".hotspare" / "trash" / "2026-01-01" / "old.txt").write_text("dragon")
+    async with session() as s:
+        await login(s, demo.url)
+        async with s.post(f"{demo.url}/jobs/report", json={"title": "Count"}) as r:
+            job = await r.json()
+        async with s.get(f"{demo.url}/search", params={"q": "dragon"}) as r:
+            assert [h["record"] for h in (await r.json())["hits"]] == ["title-0001.txt"]
+    assert f"records in index: {len(SAMPLE_RECORDS)}\n" in (demo.data / job["path"]).read_text()
+
+
+async def test_login_from_the_browser_form_answers_a_page(demo: Demo) -> None:
+    browser = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+    async with session() as s:
+        async with s.post(f"{demo.url}/login", data={"user": "ada", "password": DEMO_PASSWORD},
+                          headers=browser) as r:
+            assert r.status == 200
+            assert r.content_type == "text/html"
+            page = await r.text()
+        assert "logged in as <b>ada</b>" in page and '<span id="server">a</span>' in page
+        async with s.get(f"{demo.url}/me") as r:  # and the session cookie was set
+            assert await r.json() == {"user": "ada", "server": "a"}
+        # API clients sending JSON, or asking for it, still get JSON.
+        async with s.post(f"{demo.url}/login", json={"user": "bo", "password": DEMO_PASSWORD}) as r:
+            assert await r.json() == {"user": "bo", "server": "a"}
+        async with s.post(f"{demo.url}/login", data={"user": "cy", "password": DEMO_PASSWORD},
+                          headers={"Accept": "application/json"}) as r:
+            assert await r.json() == {"user": "cy", "server": "a"}

@@ -17,7 +17,9 @@ import aiohttp
 import pytest
 
 from hotspare.demo.app import DEMO_PASSWORD
+from router.cli import demo_control
 from router.cli.demo import build_config, pick_ports
+from router.cli.demo_steps import DemoFacts, walkthrough
 from router.config import parse_config
 from tests.helpers import wait_for
 
@@ -29,16 +31,56 @@ HOTSPARE = Path(sys.executable).parent / "hotspare"
 def test_generated_config_passes_the_one_loader(tmp_path: Path) -> None:
     ports = pick_ports(any_port=True)
     assert len({*vars(ports).values()}) == 6  # six distinct ports
-    data = build_config(ports, tmp_path, "admin-tok", "repl-tok", {"a": 101, "b": 102})
+    stop = {n: ["/venv/bin/python", "-m", "hotspare", "demo", "stop", n, "--dir", str(tmp_path)] for n in "ab"}
+    data = build_config(ports, tmp_path, "admin-tok", "repl-tok", stop)
     config = parse_config(data, base_dir=tmp_path, env={})
     (svc,) = config.services
     assert [b.url for b in svc.backends] == [f"http://127.0.0.1:{ports.app_a}", f"http://127.0.0.1:{ports.app_b}"]
     assert config.admin.token == "admin-tok"
     assert config.replication is not None
     assert config.replication.roots[0].path_for("b") == tmp_path / "b" / "jobs"
-    assert config.replication.stop_command("a") == ["/bin/kill", "-TERM", "101"]
+    # Fencing goes through the running demo, which knows the app server's current pid.
+    assert config.replication.stop_command("a") == stop["a"]
     for host in [config.listen[0].host_port[0], config.admin.listen.split(":")[0]]:
         assert host == "127.0.0.1"
+
+
+def test_walkthrough_commands_work_in_a_new_terminal(tmp_path: Path) -> None:
+    base = tmp_path / "my demo"  # a space: every path must be quoted for the shell
+    text = walkthrough(DemoFacts(base, pick_ports(any_port=True), {"a": 11, "b": 12}, "/v/bin/hotspare"))
+    commands = [ln.split("$ ", 1)[1] for ln in text.splitlines() if ln.lstrip().startswith("$ ")]
+    assert commands[0] == f"/v/bin/hotspare status -c '{base}/hotspare.yaml'"
+    assert commands[1] == f"/v/bin/hotspare demo kill a --dir '{base}'"
+    assert commands[5] == f"/v/bin/hotspare demo restart a --dir '{base}'"
+    assert commands[6] == f"/v/bin/hotspare switchover -c '{base}/hotspare.yaml' --service library --to a --dry-run"
+    assert commands[8] == f"ls -R '{base}/a/jobs/.hotspare/quarantine'"
+    assert "export" not in text and "HOTSPARE_ADMIN_TOKEN" not in text
+    # The failback is suggested only once a is back as the spare (step 6).
+    assert [i for i, c in enumerate(commands) if "--to a" in c] == [6, 7]
+
+
+def test_control_plan_and_requests() -> None:
+    both_up, both_down = {"app": True, "agent": True}, {"app": False, "agent": False}
+    assert demo_control.plan("kill", both_up) == [("kill", "app"), ("kill", "agent")]
+    assert demo_control.plan("stop", both_up) == [("stop", "app")]  # the asking agent lives on
+    assert demo_control.plan("stop", both_down) == []
+    assert demo_control.plan("restart", both_down) == [("start", "app"), ("start", "agent")]
+    assert demo_control.plan("restart", {"app": False, "agent": True}) == [("start", "app")]
+    assert demo_control.plan("restart", both_up) == "it is running; kill or stop it first"
+    assert demo_control.parse_request("restart a\n") == ("restart", "a")
+    assert demo_control.parse_request("rm -rf /").startswith("expected 'ACTION NODE' with ACTION one of kill, stop")
+    assert demo_control.parse_answer("ok killed app server a\n") == (True, "killed app server a")
+
+
+async def test_demo_action_without_a_running_demo_says_how_to_start_one(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        str(HOTSPARE), "demo", "restart", "a", "--dir", str(tmp_path),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 1
+    assert err.decode().startswith(f"hotspare demo restart: no demo is running in {tmp_path} ")
+    assert f"start one with: hotspare demo --dir {tmp_path}" in err.decode()
 
 
 class DemoProcess:
