@@ -1,13 +1,18 @@
-"""Proxy throughput and latency: hotspare router vs HAProxy in front of the same nginx.
+"""Proxy throughput and latency: hotspare router vs HAProxy, nginx and Apache httpd
+(mod_proxy) in front of the same nginx, in one run.
 
-Run:  .venv/bin/python bench/proxy_bench.py [--quick] [--runs N] [--duration S]
+Run:  .venv/bin/python bench/proxy_bench.py [--quick] [--runs N] [--duration S] [--unpinned]
 
-Layout (two cores): each proxy is pinned to core 0; nginx (the backend) and wrk (the load)
-share core 1. Both proxies keep connections to nginx alive and log nothing. For each body
-size (100 bytes, 1 MiB) and each proxy, wrk runs ``--runs`` times at 50 connections; the
-table shows the median req/s, p50 and p99, and hotspare's req/s as a share of HAProxy's.
-A direct wrk -> nginx row is printed for reference (nginx and wrk share one core there,
-so it is not a ceiling for the proxies).
+Layout (two cores), pinned (default): each proxy on core 0 with one worker (HAProxy one
+thread, nginx one worker process, Apache one child); nginx (the backend) and wrk (the
+load) share core 1. ``--unpinned``: nothing is pinned and each proxy gets one worker per
+core (HAProxy ``nbthread 2`` here). Every proxy keeps connections to nginx alive and logs
+nothing, except ``hs-log``: hotspare with its default access log (combined, to a file).
+For each body size (100 bytes, 1 MiB) and each target, wrk runs ``--runs`` times at 50
+connections; the table shows the median req/s, p50 and p99 and the CPU per request of
+the proxy's processes, then each proxy against HAProxy. Then wrk -c1 on the 100-byte
+body: the p50 latency each proxy adds to nginx's own. A direct wrk -> nginx row is
+printed for reference (nginx and wrk share one core there, so it is not a ceiling).
 
 ``--ab REF`` also runs the hotspare of git commit REF (checked out into the temp dir,
 run by the same .venv with PYTHONPATH pointing at it) as the target ``hs-REF``, in the same
@@ -34,6 +39,13 @@ if __package__ in (None, ""):
 
 from bench.procs import BenchError, Processes, free_port, require_program, sigterm_as_interrupt
 from bench.profile_summary import format_profile, summarise
+from bench.proxy_configs import (
+    apache_config,
+    haproxy_config,
+    hotspare_config,
+    nginx_backend_config,
+    nginx_proxy_config,
+)
 from bench.wrk import WrkError, WrkResult, median_result, run_wrk
 
 PROXY_CPU = 0
@@ -45,84 +57,6 @@ TARGETS = {"100b": 0.2, "1mib": 0.6}
 REPO = Path(__file__).resolve().parent.parent
 HOTSPARE = REPO / ".venv" / "bin" / "hotspare"
 PY_SPY = REPO / ".venv" / "bin" / "py-spy"
-
-
-@dataclass(frozen=True, slots=True)
-class Ports:
-    nginx: int
-    haproxy: int
-    hotspare: int
-    hotspare_admin: int
-    base: int = 0  # --ab: the other commit's hotspare
-    base_admin: int = 0
-
-
-def nginx_config(workdir: Path, port: int) -> str:
-    tmp = workdir / "nginx-tmp"
-    tmp.mkdir(exist_ok=True)
-    return f"""\
-daemon off;
-master_process on;
-worker_processes 1;
-user root;
-pid {workdir}/nginx.pid;
-error_log {workdir}/nginx-error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 10000000;
-    keepalive_timeout 120s;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    default_type application/octet-stream;
-    server {{
-        listen 127.0.0.1:{port} backlog=4096;
-        root {workdir}/www;
-        location = /health {{ return 200 "ok\\n"; }}
-    }}
-}}
-"""
-
-
-def haproxy_config(ports: Ports) -> str:
-    # One thread (it is pinned to one core), keep-alive both ways, no logging at all.
-    return f"""\
-global
-    nbthread 1
-    maxconn 4000
-defaults
-    mode http
-    option http-keep-alive
-    http-reuse always
-    timeout connect 2s
-    timeout client 60s
-    timeout server 60s
-    timeout http-keep-alive 60s
-frontend fe
-    bind 127.0.0.1:{ports.haproxy}
-    default_backend be
-backend be
-    server nginx 127.0.0.1:{ports.nginx}
-"""
-
-
-def hotspare_config(workdir: Path, ports: Ports, listen: int = 0, admin: int = 0, tag: str = "") -> str:
-    return f"""\
-listen: ["127.0.0.1:{listen or ports.hotspare}"]
-admin: {{listen: "127.0.0.1:{admin or ports.hotspare_admin}"}}
-state_file: {workdir}/hotspare-state{tag}.json
-log: {{access_log: null, level: warning}}
-services:
-  - name: app
-    backends:
-      - {{name: nginx, url: "http://127.0.0.1:{ports.nginx}"}}
-    health: {{path: /health, interval: 1s, timeout: 1s, rise: 1, fall: 3}}
-"""
 
 
 def check_body(name: str, port: int, path: str, size: int) -> None:
@@ -148,55 +82,96 @@ def checkout(ref: str, dest: Path) -> None:
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
 
 
-def start_base(procs: Processes, workdir: Path, ports: Ports, ref: str) -> None:
-    tree = workdir / "base-tree"
-    checkout(ref, tree)
-    (workdir / "base.yaml").write_text(hotspare_config(workdir, ports, ports.base, ports.base_admin, "-base"))
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where things run. Pinned: each proxy on core 0 with one worker, nginx and wrk on
+    core 1. Unpinned: nothing pinned, each proxy with one worker per core."""
+
+    pinned: bool
+
+    @property
+    def proxy_cpu(self) -> int | None:
+        return PROXY_CPU if self.pinned else None
+
+    @property
+    def load_cpu(self) -> int | None:
+        return LOAD_CPU if self.pinned else None
+
+    @property
+    def workers(self) -> int:
+        return 1 if self.pinned else len(os.sched_getaffinity(0))
+
+
+def base_name(ref: str) -> str:
+    """The --ab target's name: hs-REF, or hs-DIRNAME for a source tree."""
+    return f"hs-{Path(ref).name if '/' in ref else ref}"
+
+
+def start_base(procs: Processes, workdir: Path, ports: dict[str, int], ref: str, layout: Layout) -> None:
+    tree = Path(ref)
+    if not tree.is_dir():  # a commit: its tree in the temp dir
+        tree = workdir / "base-tree"
+        checkout(ref, tree)
+    name = base_name(ref)
+    (workdir / "base.yaml").write_text(
+        hotspare_config(workdir, ports[name], ports[f"{name}-admin"], ports["direct"], "-base", access_log=False))
     procs.start(
-        f"hs-{ref}",
+        name,
         [sys.executable, "-m", "hotspare", "router", "-c", str(workdir / "base.yaml")],
-        port=ports.base,
-        cpu=PROXY_CPU,
+        port=ports[name],
+        cpu=layout.proxy_cpu,
         env={**os.environ, "PYTHONPATH": str(tree)},
         timeout=30.0,
     )
 
 
-def start_all(procs: Processes, workdir: Path, ports: Ports, *, with_hotspare: bool) -> None:
+def start_all(procs: Processes, workdir: Path, ports: dict[str, int], layout: Layout, targets: list[str]) -> None:
     www = workdir / "www"
     www.mkdir()
     for path, size in BODIES.items():
         (www / path).write_bytes(os.urandom(size // 2).hex().encode()[:size].ljust(size, b"x"))
-    (workdir / "nginx.conf").write_text(nginx_config(workdir, ports.nginx))
-    (workdir / "haproxy.cfg").write_text(haproxy_config(ports))
-    (workdir / "hotspare.yaml").write_text(hotspare_config(workdir, ports))
+    backend, n = ports["direct"], layout.workers
     nginx = require_program("nginx")
-    procs.start(
-        "nginx",
-        [nginx, "-e", str(workdir / "nginx-error.log"), "-p", str(workdir), "-c", str(workdir / "nginx.conf")],
-        port=ports.nginx,
-        cpu=LOAD_CPU,
-    )
-    procs.start(
-        "haproxy",
-        [require_program("haproxy"), "-db", "-f", str(workdir / "haproxy.cfg")],
-        port=ports.haproxy,
-        cpu=PROXY_CPU,
-    )
-    if with_hotspare:
-        procs.start(
-            "hotspare",
-            [str(HOTSPARE), "router", "-c", str(workdir / "hotspare.yaml")],
-            port=ports.hotspare,
-            cpu=PROXY_CPU,
-            timeout=30.0,
-        )
+    (workdir / "nginx.conf").write_text(nginx_backend_config(workdir, backend))
+    procs.start("nginx", [nginx, "-e", str(workdir / "nginx-error.log"), "-p", str(workdir), "-c",
+                          str(workdir / "nginx.conf")], port=backend, cpu=layout.load_cpu)
+    configs = {
+        "haproxy": ("haproxy.cfg", haproxy_config(ports.get("haproxy", 0), backend, n),
+                    [require_program("haproxy"), "-db", "-f"]),
+        "nginx-px": ("nginx-proxy.conf", nginx_proxy_config(workdir, ports.get("nginx-px", 0), backend, n),
+                     [nginx, "-e", str(workdir / "nginx-proxy-error.log"), "-p", str(workdir), "-c"]),
+        "apache": ("apache.conf", apache_config(workdir, ports.get("apache", 0), backend, n),
+                   [require_program("apache2"), "-DFOREGROUND", "-f"]),
+    }
+    for name, log in (("hotspare", False), ("hs-log", True)):
+        if name in targets:
+            configs[name] = (f"{name}.yaml", hotspare_config(workdir, ports[name], ports[f"{name}-admin"], backend,
+                                                             f"-{name}", access_log=log),
+                             [str(HOTSPARE), "router", "-c"])
+    for name, (file, text, argv) in configs.items():
+        if name in targets:
+            (workdir / file).write_text(text)
+            procs.start(name, [*argv, str(workdir / file)], port=ports[name], cpu=layout.proxy_cpu,
+                        timeout=30.0)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of one process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    # After the command name: state is field 3, so utime (14) and stime (15) are at 11, 12.
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU time so far of every process in group ``pgid`` (Linux /proc):
+    nginx and Apache do the work in children of the process we started."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # exited while we looked
+        if int(fields[2]) == pgid:
+            total += cpu_seconds_of(fields)
+    return total
+
+
+def cpu_seconds_of(fields: list[str]) -> float:
+    """User + system CPU seconds from the fields of /proc/PID/stat after the command name:
+    state is field 3, so pgrp (5) is at 2, utime (14) and stime (15) at 11 and 12."""
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -205,12 +180,12 @@ def fmt_ms(seconds: float) -> str:
 
 
 def print_table(
-    body: str,
+    title: str,
     results: dict[str, WrkResult],
     runs: dict[str, list[WrkResult]],
     cpu_us: dict[str, list[float]],
 ) -> None:
-    print(f"\n== body {body} ({BODIES[body]} bytes), {CONNECTIONS} connections, median of {len(next(iter(runs.values())))} run(s)")
+    print(f"\n== {title}, median of {len(next(iter(runs.values())))} run(s)")
     print(f"{'target':<10} {'req/s':>10} {'MiB/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'non2xx':>7} {'CPU us/req':>10}   req/s per run")
     for name, r in results.items():
         per_run = " ".join(f"{x.requests_per_s:.0f}" for x in runs[name])
@@ -219,20 +194,39 @@ def print_table(
             f"{name:<10} {r.requests_per_s:>10.0f} {r.transfer_per_s / 2**20:>9.1f} {fmt_ms(r.p50_s):>8} "
             f"{fmt_ms(r.p99_s):>8} {r.socket_errors:>7} {r.non_2xx_3xx:>7} {cpu:>10}   {per_run}"
         )
-    if "hotspare" in results and "haproxy" in results and results["haproxy"].requests_per_s > 0:
-        ratio = results["hotspare"].requests_per_s / results["haproxy"].requests_per_s
-        target = TARGETS[body]
-        verdict = "meets" if ratio >= target else "BELOW"
-        print(f"hotspare/HAProxy req/s = {ratio:.2f}  ({verdict} target >= {target})")
-        if cpu_us.get("hotspare") and cpu_us.get("haproxy"):
-            # CPU per request is far less sensitive to other work on a shared machine
-            # than req/s: it is the throughput ratio a dedicated core would give.
-            cost = statistics.median(cpu_us["haproxy"]) / statistics.median(cpu_us["hotspare"])
-            print(f"HAProxy/hotspare CPU per request = {cost:.2f}  (the req/s ratio if both were CPU-bound on a quiet core)")
+
+
+def print_ratios(body: str, results: dict[str, WrkResult], cpu_us: dict[str, list[float]]) -> None:
+    """Each proxy against HAProxy: req/s share and CPU per request (on a shared machine
+    the CPU ratio moves far less than req/s: it is the req/s ratio a dedicated core
+    would give)."""
+    base = results.get("haproxy")
+    if base is None or base.requests_per_s <= 0:
+        return
+    for name, r in results.items():
+        if name in ("haproxy", "direct"):
+            continue
+        line = f"{name}/HAProxy req/s = {r.requests_per_s / base.requests_per_s:.2f}"
+        if name == "hotspare":
+            target = TARGETS[body]
+            line += f"  ({'meets' if r.requests_per_s / base.requests_per_s >= target else 'BELOW'} target >= {target})"
+        if cpu_us.get(name) and cpu_us.get("haproxy"):
+            line += f"; CPU per request {statistics.median(cpu_us[name]) / statistics.median(cpu_us['haproxy']):.2f}x HAProxy's"
+        print(line)
     for name, costs in cpu_us.items():
-        if name.startswith("hs-") and costs and cpu_us.get("hotspare"):
+        if name.startswith("hs-") and name != "hs-log" and costs and cpu_us.get("hotspare"):
             ab = statistics.median(cpu_us["hotspare"]) / statistics.median(costs)
             print(f"hotspare/{name} CPU per request = {ab:.2f}  (below 1: this tree is cheaper than {name[3:]})")
+
+
+def print_latency(results: dict[str, WrkResult]) -> None:
+    """Added p50 latency at one connection: the proxy's p50 minus nginx's own."""
+    direct = results.get("direct")
+    print("\n== one connection (wrk -c1), body 100b: p50 and the latency each proxy adds")
+    print(f"{'target':<10} {'p50 us':>8} {'added us':>9} {'p99 us':>8}")
+    for name, r in results.items():
+        added = f"{(r.p50_s - direct.p50_s) * 1e6:+.0f}" if direct and name != "direct" else "-"
+        print(f"{name:<10} {r.p50_s * 1e6:>8.0f} {added:>9} {r.p99_s * 1e6:>8.0f}")
 
 
 def profile_hotspare(procs: Processes, port: int, seconds: float, out_dir: Path) -> None:
@@ -266,83 +260,110 @@ def profile_hotspare(procs: Processes, port: int, seconds: float, out_dir: Path)
         print(format_profile(summarise(raw.read_text())))
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="short run: 3 s per measurement, 1 run")
     parser.add_argument("--runs", type=int, help="runs per measurement (default 3; 1 with --quick)")
     parser.add_argument("--duration", type=float, help="seconds per wrk run (default 10; 3 with --quick)")
-    parser.add_argument("--no-hotspare", action="store_true", help="measure HAProxy and nginx only")
+    parser.add_argument("--no-hotspare", action="store_true", help="measure the other proxies only")
+    parser.add_argument("--no-peers", action="store_true", help="HAProxy as the only peer (no nginx, Apache)")
+    parser.add_argument("--no-log", action="store_true", help="skip hotspare with its access log on (hs-log)")
     parser.add_argument("--no-direct", action="store_true", help="skip the direct wrk -> nginx row")
-    parser.add_argument(
-        "--hold", action="store_true",
-        help="after measuring, keep everything running until Ctrl-C (to attach py-spy)",
-    )
-    parser.add_argument(
-        "--profile", type=float, metavar="SECONDS",
-        help="instead of comparing, sample hotspare with py-spy under load for SECONDS per body",
-    )
-    parser.add_argument("--ab", metavar="REF", help="also run the hotspare of git commit REF, interleaved")
+    parser.add_argument("--no-latency", action="store_true", help="skip the one-connection latency runs")
+    parser.add_argument("--unpinned", action="store_true",
+                        help="no core pinning; each proxy gets one worker (thread/process) per core")
+    parser.add_argument("--hold", action="store_true",
+                        help="after measuring, keep everything running until Ctrl-C (to attach py-spy)")
+    parser.add_argument("--profile", type=float, metavar="SECONDS",
+                        help="instead of comparing, sample hotspare with py-spy under load for SECONDS per body")
+    parser.add_argument("--ab", metavar="REF",
+                        help="also run the hotspare of git commit REF (or of the source tree in directory REF), interleaved")
     parser.add_argument("--profile-out", type=Path, default=Path(tempfile.gettempdir()),
                         help="where --profile keeps the raw collapsed stacks (default: the temp dir)")
     args = parser.parse_args(argv)
-    runs = args.runs or (1 if args.quick else 3)
-    duration = args.duration or (3.0 if args.quick else 10.0)
-    if runs < 1 or duration < 1:
+    args.runs = args.runs or (1 if args.quick else 3)
+    args.duration = args.duration or (3.0 if args.quick else 10.0)
+    if args.runs < 1 or args.duration < 1:
         parser.error("--runs and --duration must be >= 1")
-    if (os.cpu_count() or 1) < 2:
+    if args.profile and args.no_hotspare:
+        parser.error("--profile needs hotspare")
+    return args
+
+
+def choose_targets(args: argparse.Namespace) -> list[str]:
+    """Measured in this order, interleaved; "direct" (wrk -> nginx) is context only."""
+    names = ["haproxy"] + ([] if args.no_peers else ["nginx-px", "apache"])
+    if not args.no_hotspare:
+        names += ["hotspare"] + ([] if args.no_log else ["hs-log"])
+    if args.ab:
+        names.append(base_name(args.ab))
+    return [*names, "direct"]
+
+
+def measure(
+    procs: Processes, ports: dict[str, int], names: list[str], body: str, connections: int,
+    args: argparse.Namespace, layout: Layout,
+) -> tuple[dict[str, list[WrkResult]], dict[str, list[float]]]:
+    """``args.runs`` interleaved wrk runs per target (a burst of noise from other work
+    on the machine hits every target alike), with each proxy's CPU per request."""
+    pgids = {p.name: p.pid for p in procs.procs if p.name in names and p.name != "direct"}
+    per_target: dict[str, list[WrkResult]] = {name: [] for name in names}
+    cpu_us: dict[str, list[float]] = {name: [] for name in pgids}
+    for _ in range(args.runs):
+        for name in names:
+            for proc in procs.procs:
+                proc.check_running()
+            before = group_cpu_seconds(pgids[name]) if name in pgids else 0.0
+            result = run_wrk(f"http://127.0.0.1:{ports[name]}/{body}", connections=connections,
+                             duration=args.duration, cpu=layout.load_cpu)
+            per_target[name].append(result)
+            if name in pgids and result.requests:
+                cpu_us[name].append(1e6 * (group_cpu_seconds(pgids[name]) - before) / result.requests)
+    return per_target, cpu_us
+
+
+def run_all(procs: Processes, ports: dict[str, int], names: list[str], args: argparse.Namespace, layout: Layout) -> None:
+    where = f"proxies on cpu {PROXY_CPU}, nginx and wrk on cpu {LOAD_CPU}" if layout.pinned else \
+        f"unpinned, {layout.workers} worker(s) per proxy"
+    print(f"{', '.join(f'{n} :{ports[n]}' for n in names)}; {where}; {args.runs} run(s) x {args.duration:.0f}s")
+    for body, size in BODIES.items():
+        for name in names:
+            check_body(name, ports[name], body, size)
+            # Warm-up: opens the proxy's backend connections, fills caches.
+            run_wrk(f"http://127.0.0.1:{ports[name]}/{body}", connections=CONNECTIONS, duration=1,
+                    cpu=layout.load_cpu)
+        per_target, cpu_us = measure(procs, ports, names, body, CONNECTIONS, args, layout)
+        results = {n: median_result(rs) for n, rs in per_target.items()}
+        print_table(f"body {body} ({size} bytes), {CONNECTIONS} connections", results, per_target, cpu_us)
+        print_ratios(body, results, cpu_us)
+    if not args.no_latency:
+        per_target, _ = measure(procs, ports, names, "100b", 1, args, layout)
+        print_latency({n: median_result(rs) for n, rs in per_target.items()})
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    layout = Layout(pinned=not args.unpinned)
+    if layout.pinned and (os.cpu_count() or 1) < 2:
         print("warning: fewer than 2 CPUs; the pinning layout assumes cores 0 and 1", file=sys.stderr)
-    with_hotspare = not args.no_hotspare
-    if with_hotspare and not HOTSPARE.exists():
+    if not args.no_hotspare and not HOTSPARE.exists():
         raise BenchError(f"{HOTSPARE} not found: install the project into .venv (./scripts/setup)")
     require_program("wrk")
     require_program("taskset")
     sigterm_as_interrupt()
-
-    ports = Ports(free_port(), free_port(), free_port(), free_port(),
-                  *((free_port(), free_port()) if args.ab else (0, 0)))
-    targets = {"haproxy": ports.haproxy}
-    if with_hotspare:
-        targets["hotspare"] = ports.hotspare
-    if args.ab:
-        targets[f"hs-{args.ab}"] = ports.base
-    if not args.no_direct:
-        targets["direct"] = ports.nginx
+    names = choose_targets(args)
+    ports = {name: free_port() for name in names}
+    ports.update({f"{n}-admin": free_port() for n in names if n.startswith(("hs-", "hotspare"))})
 
     with tempfile.TemporaryDirectory(prefix="hotspare-proxy-bench-") as tmp, Processes(Path(tmp)) as procs:
         workdir = Path(tmp)
-        start_all(procs, workdir, ports, with_hotspare=with_hotspare)
+        start_all(procs, workdir, ports, layout, names)
         if args.ab:
-            start_base(procs, workdir, ports, args.ab)
-        # The proxies' own processes (single-process, single-thread each).
-        pids = {p.name: p.pid for p in procs.procs if p.name in ("haproxy", "hotspare") or p.name.startswith("hs-")}
+            start_base(procs, workdir, ports, args.ab, layout)
         if args.profile:
-            if not with_hotspare:
-                parser.error("--profile needs hotspare")
-            profile_hotspare(procs, ports.hotspare, args.profile, args.profile_out)
+            profile_hotspare(procs, ports["hotspare"], args.profile, args.profile_out)
             return 0
-        print(f"nginx :{ports.nginx} (cpu {LOAD_CPU}), haproxy :{ports.haproxy} (cpu {PROXY_CPU})"
-              + (f", hotspare :{ports.hotspare} (cpu {PROXY_CPU})" if with_hotspare else "")
-              + f"; wrk on cpu {LOAD_CPU}; {runs} run(s) x {duration:.0f}s")
-        for body, size in BODIES.items():
-            for name, port in targets.items():
-                check_body(name, port, body, size)
-                # Warm-up: opens the proxy's backend connections, fills caches.
-                run_wrk(f"http://127.0.0.1:{port}/{body}", connections=CONNECTIONS, duration=1, cpu=LOAD_CPU)
-            per_target: dict[str, list[WrkResult]] = {name: [] for name in targets}
-            cpu_us: dict[str, list[float]] = {name: [] for name in pids}
-            for _ in range(runs):
-                # Interleaved, so a burst of noise from other work on the machine hits
-                # every target alike rather than one of them.
-                for name, port in targets.items():
-                    for proc in procs.procs:
-                        proc.check_running()
-                    before = cpu_seconds(pids[name]) if name in pids else 0.0
-                    result = run_wrk(f"http://127.0.0.1:{port}/{body}", connections=CONNECTIONS,
-                                     duration=duration, cpu=LOAD_CPU)
-                    per_target[name].append(result)
-                    if name in pids and result.requests:
-                        cpu_us[name].append(1e6 * (cpu_seconds(pids[name]) - before) / result.requests)
-            print_table(body, {n: median_result(rs) for n, rs in per_target.items()}, per_target, cpu_us)
+        run_all(procs, ports, names, args, layout)
         if args.hold:
             held = ", ".join(f"{p.name}={p.pid}" for p in procs.procs)
             print(f"\nholding (pids: {held}); Ctrl-C to stop", flush=True)

@@ -7,21 +7,28 @@ Rules:
    ``rid=<request id> rt=<seconds>``. Quotes, backslashes and control bytes in quoted
    fields are escaped as Apache does (``\\"``, ``\\\\``, ``\\xNN``).
 2. JSON lines carry the same facts with names (and the service and backend).
-3. Lines are buffered and flushed within ~0.2 s (and when the buffer grows), so a busy
-   router does not make one write(2) per request. ``reopen()`` (on SIGHUP) reopens a
-   file for log rotation. The formatted timestamp is cached per second.
+3. Lines are buffered and written in batches: within ``FLUSH_INTERVAL`` (100 ms) of the
+   first buffered line, at once when the buffer passes ``FLUSH_SIZE``, and on ``close()``
+   (the router's graceful stop, so SIGTERM loses nothing) or, should the stop never reach
+   it, at interpreter exit. A busy router makes one write(2) per batch, not per request.
+   ``reopen()`` (on SIGHUP) reopens a file for log rotation. The formatted timestamp is
+   cached per second.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import re
 import sys
 import time
 from typing import IO
 
-__all__ = ["AccessLog", "AccessRecord"]
+__all__ = ["FLUSH_INTERVAL", "FLUSH_SIZE", "AccessLog", "AccessRecord"]
+
+FLUSH_INTERVAL = 0.1  # seconds a line may wait in the buffer
+FLUSH_SIZE = 65536  # bytes buffered before a write regardless of the interval
 
 _ESCAPE = re.compile(r'[\x00-\x1f\x7f"\\]')
 
@@ -93,6 +100,7 @@ class AccessLog:
         self._stamp_second = -1
         self._stamp = ""
         self.reopen()
+        atexit.register(self.flush)  # for an exit whose graceful stop never reached close()
 
     @property
     def enabled(self) -> bool:
@@ -149,7 +157,7 @@ class AccessLog:
         line = (self.format(record, time.time()) + "\n").encode("utf-8", "backslashreplace")
         self._buf.append(line)
         self._size += len(line)
-        if self._size > 65536:
+        if self._size > FLUSH_SIZE:
             self.flush()
         elif self._flush_handle is None:
             try:
@@ -157,7 +165,7 @@ class AccessLog:
             except RuntimeError:
                 self.flush()
                 return
-            self._flush_handle = loop.call_later(0.2, self.flush)
+            self._flush_handle = loop.call_later(FLUSH_INTERVAL, self.flush)
 
     def flush(self) -> None:
         if self._flush_handle is not None:
@@ -177,6 +185,7 @@ class AccessLog:
             pass  # a full disk must not take the proxy down; the error log says more
 
     def close(self) -> None:
+        atexit.unregister(self.flush)
         self.flush()
         if self._out is not None and self.path != "-":
             self._out.close()

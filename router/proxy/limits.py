@@ -18,6 +18,12 @@ Rules:
    ``max_headers`` lines 431, anything else 400. One log line with the cause and the
    client address, never a traceback; counted in ``hotspare_bad_requests_total``.
 5. None of this is ever held against a backend: nothing here reaches one.
+6. Half-close: a client that shuts its sending side after a request (``shutdown(SHUT_WR)``,
+   ``nc -N``) still gets its answers. At EOF the requests already received in full are
+   answered, then the connection is closed (no keep-alive after EOF). A request whose
+   head or body can no longer complete, an idle connection, an upgraded one and a TLS one
+   (its EOF is a close_notify; asyncio cannot half-close TLS) are closed at once, as
+   before: nothing is left waiting for bytes that cannot come.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
@@ -126,6 +133,11 @@ class GuardedRequestHandler(RequestHandler):
         self._refused = False
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_bytes = 0
+        # rule 6: aiohttp counts the request heads parsed; we count the answers finished,
+        # and keep the body of the newest request (the only one that may be incomplete).
+        self._eof = False
+        self._answered = 0
+        self._last_body: StreamReader | None = None
 
     # -- rule 1 ----------------------------------------------------------------------
 
@@ -164,7 +176,10 @@ class GuardedRequestHandler(RequestHandler):
             self._arm_head_timer()  # the first byte of the next request
         if self._head_timer is not None:
             self._head_bytes += len(data)
+        parsed = self._request_count
         super().data_received(data)
+        if self._request_count != parsed and self._messages:
+            self._last_body = self._messages[-1][1]
         if self._head_timer is not None and (self._messages or self._request_in_progress):
             self._cancel_head_timer()  # the whole head is in
 
@@ -188,6 +203,34 @@ class GuardedRequestHandler(RequestHandler):
                      "answered 408 and closed", self._client, self._head_bytes, self._guard.limits.header_timeout)
             transport.write(_TIMED_OUT)
         self.force_close()
+
+    # -- rule 6 ----------------------------------------------------------------------
+
+    def eof_received(self) -> bool | None:  # type: ignore[override]  # asyncio allows True
+        """True keeps the transport open for writing (asyncio's half-close contract)."""
+        if self._refused or self._force_close:
+            return None
+        if self._upgraded or self._payload_parser is not None or self.ssl_context is not None:
+            return None  # the transport closes; connection_lost ends the tunnel or handler
+        if self._answered >= self._request_count:
+            self._cancel_head_timer()
+            self.force_close()  # nothing to answer: idle, or a head that can never end
+            return None
+        # A declined upgrade's tail is parsed outside data_received: look at the queue first.
+        last = self._messages[-1][1] if self._messages else self._last_body
+        if last is not None and not last.is_eof():
+            return None  # its body can never complete: closed, the handler sees a reset
+        self._eof = True
+        self._cancel_head_timer()
+        return True
+
+    def log_access(self, request: BaseRequest, response: web.StreamResponse, time: float | None) -> None:
+        """aiohttp's last call of every answer, error pages included: here, not in a
+        wrapper of ``finish_response``, so counting costs no extra coroutine."""
+        super().log_access(request, response, time)
+        self._answered += 1
+        if self._eof and self._answered >= self._request_count:
+            self.force_close()  # the last request before EOF is answered (close flushes)
 
     # -- rule 4 ----------------------------------------------------------------------
 

@@ -153,7 +153,10 @@ async def test_sigterm_finishes_in_flight_then_exits(backend, router_process) ->
 
     url = await backend(slow)
     rp = router_process()
-    rp.write([svc(url)])
+    # The grace must outlast this test's own waits on a loaded machine: past it the router
+    # rightly cancels the request, and aiohttp's client would then retry it into a closed
+    # listener.
+    rp.write([svc(url)], shutdown_grace="60s")
     base = await rp.start()
     async with aiohttp.ClientSession() as s:
         pending = asyncio.ensure_future(s.get(base + "/slow"))
