@@ -131,7 +131,10 @@ class GuardedRequestHandler(RequestHandler):
         self._guard = manager
         self._client: str | None = None  # set once admitted
         self._refused = False
+        # rule 2: one timer per connection, not per request: a head in progress has a
+        # start time; the timer re-arms itself to that head's deadline when it fires early.
         self._head_timer: asyncio.TimerHandle | None = None
+        self._head_since: float | None = None
         self._head_bytes = 0
         # rule 6: aiohttp counts the request heads parsed; we count the answers finished,
         # and keep the body of the newest request (the only one that may be incomplete).
@@ -155,7 +158,7 @@ class GuardedRequestHandler(RequestHandler):
         self._client = client
         metrics.CLIENT_CONNECTIONS.inc()
         super().connection_made(transport)
-        self._arm_head_timer()
+        self._start_head()  # from the accept
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._refused:
@@ -172,30 +175,38 @@ class GuardedRequestHandler(RequestHandler):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
-        if self._head_timer is None and self._waiter is not None and not self._messages:
-            self._arm_head_timer()  # the first byte of the next request
-        if self._head_timer is not None:
+        if self._head_since is None and self._waiter is not None and not self._messages:
+            self._start_head()  # the first byte of the next request
+        if self._head_since is not None:
             self._head_bytes += len(data)
         parsed = self._request_count
         super().data_received(data)
         if self._request_count != parsed and self._messages:
             self._last_body = self._messages[-1][1]
-        if self._head_timer is not None and (self._messages or self._request_in_progress):
-            self._cancel_head_timer()  # the whole head is in
+        if self._head_since is not None and (self._messages or self._request_in_progress):
+            self._head_since = None  # the whole head is in (the timer, if pending, lets it be)
 
-    def _arm_head_timer(self) -> None:
+    def _start_head(self) -> None:
+        self._head_since = self._loop.time()
         self._head_bytes = 0
-        self._head_timer = self._loop.call_later(self._guard.limits.header_timeout, self._head_timed_out)
+        if self._head_timer is None:
+            self._head_timer = self._loop.call_at(
+                self._head_since + self._guard.limits.header_timeout, self._head_check)
 
     def _cancel_head_timer(self) -> None:
+        self._head_since = None
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
 
-    def _head_timed_out(self) -> None:
+    def _head_check(self) -> None:
         self._head_timer = None
         transport = self.transport
-        if transport is None or self._messages or self._request_in_progress:
+        if transport is None or self._head_since is None or self._messages or self._request_in_progress:
+            return  # no head in progress: the next one arms the timer again
+        deadline = self._head_since + self._guard.limits.header_timeout
+        if self._loop.time() < deadline:  # armed for an earlier head: wait for this one's
+            self._head_timer = self._loop.call_at(deadline, self._head_check)
             return
         metrics.BAD_REQUESTS.labels("header_timeout").inc()
         if self._head_bytes:
