@@ -23,7 +23,24 @@ from router.errors import (
     UpstreamTimeout,
 )
 
-__all__ = ["translate"]
+__all__ = ["BadResponse", "ConnectFailed", "translate"]
+
+
+class ConnectFailed(Exception):
+    """Raised by the proxy's own upstream client (router/proxy/rawpool.py): no connection."""
+
+    def __init__(self, os_error: OSError) -> None:
+        super().__init__(str(os_error))
+        self.os_error = os_error
+
+
+class BadResponse(Exception):
+    """Raised by the proxy's own upstream client: the response could not be parsed, or
+    its framing is ambiguous (llhttp's verdict, or ours)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 def translate(exc: BaseException, backend: str) -> UpstreamError:
@@ -38,7 +55,7 @@ def translate(exc: BaseException, backend: str) -> UpstreamError:
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return UpstreamConnectError(f"backend {backend} TLS certificate not trusted",
                                     "connect failed: TLS certificate not trusted")
-    if isinstance(exc, aiohttp.ClientConnectorError):
+    if isinstance(exc, aiohttp.ClientConnectorError | ConnectFailed):
         os_error = exc.os_error
         why = os_error.strerror or str(os_error) if os_error else str(exc)
         refused = isinstance(os_error, ConnectionRefusedError)
@@ -46,7 +63,7 @@ def translate(exc: BaseException, backend: str) -> UpstreamError:
                                     "connect refused" if refused else f"connect failed: {why}")
     if isinstance(exc, aiohttp.ServerTimeoutError | asyncio.TimeoutError | TimeoutError):
         return UpstreamTimeout(f"backend {backend} timed out")
-    if isinstance(exc, aiohttp.ClientResponseError):
+    if isinstance(exc, aiohttp.ClientResponseError | BadResponse):
         # Raised by the response parser: bad status line, CL+TE, duplicate lengths...
         return UpstreamProtocolError(f"backend {backend} sent a malformed response ({exc.message})",
                                      f"malformed response ({exc.message})")

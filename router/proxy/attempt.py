@@ -46,14 +46,16 @@ from . import answers
 from .bodies import ProxyResponse, RequestBody
 from .headers import request_headers, response_headers
 from .inflight import Inflight
+from .rawupstream import RawResponse
 from .replay import replay_refusal_reason
-from .routes import ServiceRuntime
+from .routes import BackendTarget, ServiceRuntime
 from .stream import stream_body
 from .targets import Target
-from .upstream import CONNECTION_REUSED
+from .upstream import CONNECTION_REUSED, AiohttpResponse, BackendPool
 
 __all__ = ["Answered", "Attempter", "Failed"]
 
+Upstream = RawResponse | AiohttpResponse
 Answered = tuple[web.StreamResponse, str, int]  # (response, backend name, body bytes sent)
 
 
@@ -62,7 +64,7 @@ class Failed:
     """One attempt failed before the response started."""
 
     err: UpstreamError
-    raw: BaseException | None  # what aiohttp raised (None: aborted by failover)
+    raw: BaseException | None  # what the upstream client raised (None: aborted by failover)
     backend: str
     reused: bool  # on a reused keep-alive connection
     aborted: bool  # the backend was declared dead while we waited
@@ -92,18 +94,13 @@ class Attempter:
         path, _, query = want.path_qs.partition("?")
         pool = target.pool
         pool.acquire()
-        upstream: aiohttp.ClientResponse | None = None
+        upstream: Upstream | None = None
         director = svc.director
         watch = self.inflight.watch(svc.name, backend, director, svc.config.health.timeout)
         CONNECTION_REUSED.set(False)
         try:
             try:
-                upstream = await pool.session.request(
-                    request.method, target.url(path, query), headers=out,
-                    data=body.chunks() if body is not None else None,
-                    allow_redirects=False, timeout=svc.first_byte, auto_decompress=False,
-                )
-                _check_framing(upstream, backend)
+                upstream = await _send(svc, pool, request.method, target, path, query, out, body)
             except (Exception, asyncio.CancelledError) as exc:
                 if upstream is not None:
                     upstream.close()
@@ -154,8 +151,7 @@ class Attempter:
         )
 
     def _response(
-        self, svc: ServiceRuntime, request: BaseRequest, request_id: str, upstream: aiohttp.ClientResponse,
-        client_host: str,
+        self, svc: ServiceRuntime, request: BaseRequest, request_id: str, upstream: Upstream, client_host: str,
     ) -> ProxyResponse:
         headers = response_headers(
             upstream.headers, via=self.via, request_id=request_id, rewriter=svc.rewriter,
@@ -178,6 +174,30 @@ def _may_replay(request: BaseRequest, body: RequestBody | None, svc: ServiceRunt
         request.method, "Idempotency-Key" in request.headers, 0 if body is None else body.kept_size,
         True, fo.safe_methods, fo.replay_buffer,
     ) is None
+
+
+async def _send(
+    svc: ServiceRuntime, pool: BackendPool, method: str, target: BackendTarget, path: str, query: str,
+    out: CIMultiDict[str], body: RequestBody | None,
+) -> Upstream:
+    """Send on the backend's pool: the proxy's own client for plain HTTP, aiohttp's for https."""
+    t = svc.first_byte
+    if pool.raw is not None:
+        where = target.base_path + path if query == "" else f"{target.base_path}{path}?{query}"
+        return await pool.raw.request(
+            method, where or "/", out, body.chunks() if body is not None else None,
+            body is not None and body.expect, t.sock_connect, t.sock_read,
+        )
+    upstream = await pool.session.request(
+        method, target.url(path, query), headers=out, data=body.chunks() if body is not None else None,
+        allow_redirects=False, timeout=t, auto_decompress=False,
+    )
+    try:
+        _check_framing(upstream, target.config.name)
+    except UpstreamError:
+        upstream.close()
+        raise
+    return AiohttpResponse(upstream)
 
 
 def _check_framing(upstream: aiohttp.ClientResponse, backend: str) -> None:

@@ -8,9 +8,8 @@ Rules:
    ``COALESCE_MAX``: a bigger piece would be copied to join them), and the last piece of
    a body wholly in hand ends the response in that same send; if no body byte came with
    them they go at once, so a slow body never holds them back.
-2. The pieces are the ones the socket delivered (``readchunk``), never joined; no timer
-   per chunk.
-3. Stalls: the backend's by the connection's ``sock_read``, lowered to ``idle`` here;
+2. The pieces are the ones the socket delivered, never joined; no timer per chunk.
+3. Stalls: the backend's by the connection's read timeout, lowered to ``idle`` here;
    the client's by timing only the writes that must wait for it (bodies.py).
 4. A backend failure mid-body is reported and the client connection aborted, so a
    truncated body can never look complete. A client that stalls or goes away is not
@@ -31,7 +30,9 @@ from router.errors import UpstreamError
 from router.failover.director import Outcome
 
 from .bodies import COALESCE_MAX, ClientStalled, drain, finish, read_failed
+from .rawupstream import RawResponse
 from .routes import ServiceRuntime
+from .upstream import AiohttpResponse
 
 __all__ = ["abort_client", "stream_body"]
 
@@ -42,40 +43,33 @@ async def stream_body(
     svc: ServiceRuntime,
     request: BaseRequest,
     request_id: str,
-    upstream: aiohttp.ClientResponse,
+    upstream: RawResponse | AiohttpResponse,
     resp: web.StreamResponse,
     writer: StreamWriter,
     backend: str,
 ) -> int:
     """Copy the backend's body to the client. Returns the bytes sent."""
-    content = upstream.content
     idle = svc.idle or None
     sent = 0
     try:
-        if content.total_bytes == 0 and not content.is_eof():
+        if upstream.nothing_yet():
             writer.send_headers()  # no body byte with them: nothing to wait for
-        conn = upstream.connection
-        if idle is not None and conn is not None and conn.protocol is not None:
-            conn.protocol.read_timeout = idle
-            conn.protocol.start_timeout()  # re-armed now: the running timer has first_byte
+        if idle is not None:
+            upstream.set_read_timeout(idle)  # re-armed now: the running timer has first_byte
         protocol = writer.protocol
         first = True
-        # (aiohttp's shared empty reader answers readchunk() with "end of an HTTP
-        # chunk" for ever once read: only at_eof() says a body has ended.)
-        while not content.at_eof():
+        while True:
             try:
-                chunk, _ = await content.readchunk()
+                chunk = await upstream.read()
             except Exception as exc:
                 raise read_failed(exc, svc, backend) from exc
             if not chunk:
-                if content.at_eof():
-                    break
-                continue  # an empty piece at a chunk boundary, not the end
+                break
             if first:
                 first = False
                 if len(chunk) > COALESCE_MAX:
                     writer.send_headers()
-            if content.at_eof():  # the last piece: it ends the response
+            if upstream.at_eof():  # the last piece: it ends the response
                 sent += len(chunk)
                 await finish(resp, writer, chunk, idle)
                 return sent
@@ -102,7 +96,7 @@ def _body_failed(
     svc: ServiceRuntime,
     request: BaseRequest,
     request_id: str,
-    upstream: aiohttp.ClientResponse,
+    upstream: RawResponse | AiohttpResponse,
     err: UpstreamError,
     backend: str,
     sent: int,

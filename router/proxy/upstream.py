@@ -2,6 +2,11 @@
 aiohttp's client to a proxy's needs. (aiohttp/OSError exceptions become ours in
 router/edge.py, the one place, shared with the probes.)
 
+Plain-HTTP requests go through the proxy's own client (:attr:`BackendPool.raw`,
+rawpool.py and rawupstream.py: a Protocol per connection, llhttp, ``pause_reading``);
+https backends and WebSocket upgrades through aiohttp's, per the rules below.
+:class:`AiohttpResponse` lets stream.py read either the same way.
+
 Rules:
 
 1. One ``aiohttp.ClientSession`` (one ``TCPConnector``) per distinct backend setting
@@ -43,9 +48,10 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from router.config import BackendConfig, PoolConfig
 
-__all__ = ["CONNECTION_REUSED", "WS_REFUSAL", "BackendPool", "PoolKey", "UpgradeRefused", "pool_key"]
+from .rawpool import CONNECTION_REUSED, RawPool
 
-CONNECTION_REUSED: contextvars.ContextVar[bool] = contextvars.ContextVar("hotspare_connection_reused", default=False)
+__all__ = ["CONNECTION_REUSED", "WS_REFUSAL", "AiohttpResponse", "BackendPool", "PoolKey", "UpgradeRefused", "pool_key"]
+
 
 WS_REFUSAL_BODY_MAX = 1024 * 1024
 
@@ -189,6 +195,12 @@ class BackendPool:
             trust_env=False,
         )
         self._ws_session: aiohttp.ClientSession | None = None
+        parts = urlsplit(key.origin)
+        # Plain HTTP goes through the proxy's own client (rawpool.py); https and
+        # WebSocket upgrades stay on aiohttp's.
+        self.raw: RawPool | None = None
+        if parts.scheme == "http":
+            self.raw = RawPool(parts.hostname or "", parts.port or 80, key.max_connections, key.keepalive_timeout)
         self.inflight = 0
         self.retired = False
         self._closed = asyncio.Event()
@@ -227,7 +239,51 @@ class BackendPool:
         return self._ws_session
 
     async def close(self) -> None:
+        if self.raw is not None:
+            await self.raw.close()
         if self._ws_session is not None:
             await self._ws_session.close()
         await self.session.close()
 
+
+
+class AiohttpResponse:
+    """aiohttp's response seen through the interface of the proxy's own client
+    (rawupstream.RawResponse), so stream.py copies either the same way."""
+
+    __slots__ = ("_r", "headers", "reason", "status")
+
+    def __init__(self, r: aiohttp.ClientResponse) -> None:
+        self._r = r
+        self.status = r.status
+        self.reason = r.reason
+        self.headers = r.headers
+
+    def nothing_yet(self) -> bool:
+        content = self._r.content
+        return content.total_bytes == 0 and not content.is_eof()
+
+    def at_eof(self) -> bool:
+        return self._r.content.at_eof()
+
+    async def read(self) -> bytes:
+        # (aiohttp's shared empty reader answers readchunk() with "end of an HTTP
+        # chunk" for ever once read: only at_eof() says a body has ended.)
+        content = self._r.content
+        while not content.at_eof():
+            chunk, _ = await content.readchunk()
+            if chunk:
+                return chunk
+        return b""
+
+    def set_read_timeout(self, seconds: float | None) -> None:
+        conn = self._r.connection
+        if seconds is not None and conn is not None and conn.protocol is not None:
+            conn.protocol.read_timeout = seconds
+            conn.protocol.start_timeout()  # re-armed now: the running timer has first_byte
+
+    def close(self) -> None:
+        self._r.close()
+
+    def release(self) -> None:
+        self._r.release()
