@@ -38,6 +38,10 @@ __all__ = ["HIGH_WATER", "LOW_WATER", "Owner", "RawResponse", "UpstreamConnectio
 
 HIGH_WATER = 512 * 1024
 LOW_WATER = 64 * 1024
+# A response head larger than this, or with more lines, is a bad response (rule 4): a
+# backend gone wrong must not grow the router's memory without bound.
+MAX_HEAD_BYTES = 64 * 1024
+MAX_HEAD_LINES = 256
 _BODILESS = (204, 304)
 
 
@@ -57,7 +61,7 @@ class RawResponse:
     """The backend's answer to one request: head, then the body as the socket gives it."""
 
     __slots__ = (
-        "_buffered", "_chunks", "_conn", "_head_only", "_headers", "_interim", "_parser", "_paused",
+        "_buffered", "_chunks", "_conn", "_head_bytes", "_head_only", "_headers", "_interim", "_parser", "_paused",
         "_reason", "_until_eof", "_waiter", "complete", "continued", "error", "head", "headers",
         "keep_alive", "reason", "status",
     )
@@ -67,6 +71,7 @@ class RawResponse:
         self._parser = httptools.HttpResponseParser(self)
         self._head_only = head_only
         self._headers: CIMultiDict[str] = CIMultiDict()
+        self._head_bytes = 0
         self._reason = b""
         self._interim = False
         self._until_eof = False
@@ -89,13 +94,23 @@ class RawResponse:
         if self.complete:
             raise _Stray
         self._headers = CIMultiDict()
+        self._head_bytes = 0
         self._reason = b""
 
     def on_status(self, status: bytes) -> None:
         self._reason += status
+        self._count(len(status))
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value))
+        if len(self._headers) >= MAX_HEAD_LINES:
+            raise BadResponse(f"more than {MAX_HEAD_LINES} header lines")
         self._headers.add(name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
+
+    def _count(self, n: int) -> None:
+        self._head_bytes += n
+        if self._head_bytes > MAX_HEAD_BYTES:
+            raise BadResponse(f"a response head over {MAX_HEAD_BYTES} bytes")
 
     def on_headers_complete(self) -> None:
         code = self._parser.get_status_code()
@@ -138,6 +153,11 @@ class RawResponse:
     # -- fed by the connection ----------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
+        if not self.head.done():  # llhttp buffers a header line whole: bound it here too
+            self._head_bytes += len(data)
+            if self._head_bytes > 2 * MAX_HEAD_BYTES:
+                self.fail(BadResponse(f"a response head over {MAX_HEAD_BYTES} bytes"))
+                return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:

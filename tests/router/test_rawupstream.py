@@ -9,8 +9,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from multidict import CIMultiDict
 
+from router.edge import BadResponse
 from router.proxy.rawpool import CONNECTION_REUSED, RawPool
-from router.proxy.rawupstream import HIGH_WATER
+from router.proxy.rawupstream import HIGH_WATER, MAX_HEAD_BYTES, MAX_HEAD_LINES
+from tests.helpers import wait_for
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -95,8 +97,9 @@ async def test_a_reader_that_lags_pauses_the_backend_socket() -> None:
     pool = RawPool("127.0.0.1", port, 4, 10.0)
     try:
         resp = await pool.request("GET", "/", _headers(), None, False, 1.0, 1.0)
-        await asyncio.sleep(0.2)  # the backend writes on; we read nothing
-        assert resp._buffered <= HIGH_WATER + 256 * 1024  # paused, not swallowed whole
+        # the backend writes on; we read nothing ...
+        await wait_for(lambda: resp._paused, what="the backend socket to be paused")
+        assert resp._buffered <= HIGH_WATER + 256 * 1024  # ... paused, not swallowed whole
         got = 0
         while chunk := await resp.read():
             got += len(chunk)
@@ -125,6 +128,27 @@ async def test_bytes_after_a_bodiless_answer_drop_the_connection_not_the_answer(
             assert await resp.read() == b""
             resp.release()
             await asyncio.sleep(0.05)
+    finally:
+        await pool.close()
+        await server.close()
+
+
+@pytest.mark.parametrize("head", [
+    b"HTTP/1.1 200 OK\r\nX-Big: " + b"b" * (3 * MAX_HEAD_BYTES) + b"\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(MAX_HEAD_LINES + 1)) + b"\r\n",
+])
+async def test_a_response_head_past_its_bounds_is_a_bad_response(head: bytes) -> None:
+    """A backend gone wrong must not grow the router's memory without bound."""
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(head)
+        await writer.drain()
+
+    server, port = await _server(answer)
+    pool = RawPool("127.0.0.1", port, 4, 10.0)
+    try:
+        with pytest.raises(BadResponse):
+            await pool.request("GET", "/", _headers(), None, False, 1.0, 1.0)
     finally:
         await pool.close()
         await server.close()
