@@ -61,7 +61,7 @@ class RawResponse:
     """The backend's answer to one request: head, then the body as the socket gives it."""
 
     __slots__ = (
-        "_buffered", "_chunks", "_conn", "_head_bytes", "_head_only", "_headers", "_interim", "_parser", "_paused",
+        "_buffered", "_chunks", "_conn", "_head_bytes", "_head_fed", "_head_only", "_headers", "_interim", "_parser", "_paused",
         "_reason", "_until_eof", "_waiter", "complete", "continued", "error", "head", "headers",
         "keep_alive", "reason", "status",
     )
@@ -72,6 +72,7 @@ class RawResponse:
         self._head_only = head_only
         self._headers: CIMultiDict[str] = CIMultiDict()
         self._head_bytes = 0
+        self._head_fed = 0
         self._reason = b""
         self._interim = False
         self._until_eof = False
@@ -153,11 +154,6 @@ class RawResponse:
     # -- fed by the connection ----------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
-        if not self.head.done():  # llhttp buffers a header line whole: bound it here too
-            self._head_bytes += len(data)
-            if self._head_bytes > 2 * MAX_HEAD_BYTES:
-                self.fail(BadResponse(f"a response head over {MAX_HEAD_BYTES} bytes"))
-                return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -171,6 +167,11 @@ class RawResponse:
                 self.fail(context)
             else:
                 self.fail(BadResponse(str(exc) or type(exc).__name__))
+        else:
+            if not self.head.done():  # every byte of this packet was head: llhttp buffers a
+                self._head_fed += len(data)  # header line whole, so bound what it holds here
+                if self._head_fed > MAX_HEAD_BYTES:
+                    self.fail(BadResponse(f"a response head over {MAX_HEAD_BYTES} bytes"))
 
     def lost(self, exc: BaseException | None) -> None:
         if self.complete or self.error is not None:

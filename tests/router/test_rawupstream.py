@@ -152,3 +152,28 @@ async def test_a_response_head_past_its_bounds_is_a_bad_response(head: bytes) ->
     finally:
         await pool.close()
         await server.close()
+
+
+async def test_a_large_body_in_the_packet_of_its_head_is_no_large_head() -> None:
+    """The head bound counts head bytes only (a 1 MiB answer written at once came back
+    502 when the bound counted the whole first packet)."""
+    body = b"y" * (1 << 20)
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async for _ in _heads(reader):
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            await writer.drain()
+
+    server, port = await _server(answer)
+    pool = RawPool("127.0.0.1", port, 4, 10.0)
+    try:
+        for _ in range(3):
+            resp = await pool.request("GET", "/", _headers(), None, False, 1.0, 1.0)
+            got = b""
+            while chunk := await resp.read():
+                got += chunk
+            assert got == body
+            resp.release()
+    finally:
+        await pool.close()
+        await server.close()
