@@ -31,7 +31,9 @@ from .loader import load_config, parse_config
 from .sections import (
     AdminConfig,
     BackendConfig,
+    ClusterConfig,
     Config,
+    EtcdConfig,
     FailoverConfig,
     HealthConfig,
     HoldConfig,
@@ -48,8 +50,10 @@ from .values import is_loopback, parse_hostport
 __all__ = [
     "AdminConfig",
     "BackendConfig",
+    "ClusterConfig",
     "Config",
     "ConfigError",
+    "EtcdConfig",
     "FailoverConfig",
     "HealthConfig",
     "HoldConfig",

@@ -8,12 +8,13 @@ are valid, and check-config must print every error in one run.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from hotspare.configtypes import ByteSize, Duration, StrictModel, read_secret
 from promote.config import FenceFailure, Step
@@ -21,10 +22,15 @@ from replication.config import ReplicationConfig
 
 from .values import ConfigPath, HostPort, HttpUrl, Name, parse_hostport, status_set
 
+_ROUTER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+_ETCD_PREFIX = re.compile(r"(/[A-Za-z0-9_.-]+)+")
+
 __all__ = [
     "AdminConfig",
     "BackendConfig",
+    "ClusterConfig",
     "Config",
+    "EtcdConfig",
     "FailoverConfig",
     "HealthConfig",
     "HoldConfig",
@@ -249,6 +255,98 @@ class ServiceConfig(StrictModel):
         raise KeyError(name)
 
 
+class EtcdConfig(StrictModel):
+    """The etcd cluster that the routers of one deployment share (docs/cluster.md)."""
+
+    # Client URLs of the etcd members (http:// or https://); three members are recommended.
+    endpoints: list[HttpUrl] = Field(min_length=1)
+    # Every key of this deployment lives under it; routers of one pair share it, another
+    # deployment on the same etcd uses another. No trailing slash.
+    prefix: str = "/hotspare/default"
+    # etcd user (auth enabled on the etcd side); give `password` with it.
+    username: str | None = Field(default=None, min_length=1)
+    # Password of `username`, usually `"${ETCD_PASSWORD}"`; or `password_file`.
+    password: str | None = Field(default=None, repr=False)
+    password_file: ConfigPath | None = None
+    # CA bundle that signed the members' certificates (https endpoints).
+    ca_file: ConfigPath | None = None
+    # Client certificate and its key, when the members require one (both or neither).
+    cert_file: ConfigPath | None = None
+    key_file: ConfigPath | None = None
+    # Longest one etcd call may take, trying every endpoint in turn.
+    timeout: Duration = Field(default=2.0, gt=0, le=60)
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not _ETCD_PREFIX.fullmatch(value):
+            raise ValueError(
+                "expected a key prefix like '/hotspare/district-a' (starting with '/', no trailing "
+                f"'/', letters, digits, '.', '_', '-'), got {value!r}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _pairs(self) -> EtcdConfig:
+        has_password = self.password is not None or self.password_file is not None
+        if (self.username is None) != (not has_password):
+            raise ValueError(
+                "expected both username and password (or password_file) for etcd auth, "
+                "got only " + ("username" if self.username is not None else "a password")
+            )
+        if has_password:
+            secret = read_secret(self.password, self.password_file, "password")
+            object.__setattr__(self, "password", secret)
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("expected both cert_file and key_file for an etcd client certificate, got only one")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return any(u.startswith("https://") for u in self.endpoints)
+
+
+class ClusterConfig(StrictModel):
+    """Several routers sharing failover decisions in etcd (docs/cluster.md). Without this
+    section the router runs alone and its state file is the only store."""
+
+    # This router's name among the routers of the deployment (lowercase, unique).
+    name: str
+    etcd: EtcdConfig
+    # Lease of this router's membership and of the services it decides: whole seconds,
+    # at least 2s. A router that stops answering loses its role after about this long.
+    lease_ttl: Duration = 5.0
+    # How many live routers must see the active down before a failover: `majority`,
+    # `all`, or a number (capped at the routers alive).
+    quorum: Literal["majority", "all"] | int = "majority"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _ROUTER_NAME.fullmatch(value):
+            raise ValueError(
+                "expected a router name of lowercase letters, digits, '_' and '-' (starting with a "
+                f"letter or digit, at most 63), got {value!r}"
+            )
+        return value
+
+    @field_validator("lease_ttl")
+    @classmethod
+    def _whole_seconds(cls, value: float) -> float:
+        if value < 2 or value != int(value):
+            raise ValueError(f"expected whole seconds >= 2 (like '5s'), got {value:g}s")
+        return value
+
+    @field_validator("quorum", mode="before")
+    @classmethod
+    def _quorum(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not (
+            value in ("majority", "all") or (isinstance(value, int) and value >= 1)
+        ):
+            raise ValueError(f"expected 'majority', 'all' or an integer >= 1, got {value!r}")
+        return value
+
+
 class Config(StrictModel):
     listen: list[ListenerConfig] = Field(min_length=1)
     admin: AdminConfig = Field(default_factory=AdminConfig)
@@ -263,6 +361,7 @@ class Config(StrictModel):
     via_name: str = "hotspare"
     services: list[ServiceConfig] = Field(min_length=1)
     replication: ReplicationConfig | None = None
+    cluster: ClusterConfig | None = None
     # Where the config came from (set by load_config; not a YAML key).
     source: Path | None = Field(default=None, exclude=True)
 
