@@ -19,6 +19,9 @@ Rules:
 7. No secret leaves a run: every detail, output tail, audit record, log line and plan
    line goes through :class:`~.redact.Redactor` (the steps' declared secrets, the agent
    token, any ``secrets`` the caller adds, and the DSN/NAME=value patterns) first.
+8. ``before_step`` (optional) is awaited before every attempt of a step; if it raises,
+   that attempt is not made and the run ends ``failed`` with its message (audited like
+   any end). The caller uses it to record progress, guarded, before a step may run.
 """
 
 from __future__ import annotations
@@ -49,13 +52,16 @@ from .step_exec import exec_argv, run_exec
 from .step_http import agent_request, http_request, run_agent, run_http, run_wait_healthy
 from .templates import render
 
-__all__ = ["Pipeline", "PromotionContext", "PromotionResult", "StepResult"]
+__all__ = ["BeforeStep", "Pipeline", "PromotionContext", "PromotionResult", "StepResult"]
 
 log = logging.getLogger("hotspare.promote")
 
 AUDIT_OUTPUT_TAIL = 4096  # bytes of each step's output kept in the audit log
 
 Runner = Callable[[Step, Runtime, Attempt], Awaitable[None]]
+# Told (run id, step index) before each attempt; raising stops the run there, the step not
+# run (a router recording its progress elsewhere: rule 8).
+BeforeStep = Callable[[str, int], Awaitable[None]]
 RUNNERS: Mapping[str, Runner] = {
     "exec": run_exec,
     "http": run_http,
@@ -149,7 +155,8 @@ class Pipeline:
     # -- running ---------------------------------------------------------------------
 
     async def run(
-        self, ctx: PromotionContext, *, start_at: int = 0, resumes: str | None = None
+        self, ctx: PromotionContext, *, start_at: int = 0, resumes: str | None = None,
+        before_step: BeforeStep | None = None,
     ) -> PromotionResult:
         """Run the steps from ``start_at``. ``resumes`` names the run this one continues
         (after ``--confirm-fenced``, or an unfinished run found at start-up)."""
@@ -175,7 +182,9 @@ class Pipeline:
             queue: deque[Action] = deque(decider.start())
             while queue:
                 action = queue.popleft()
-                if isinstance(action, RunStep):
+                if isinstance(action, RunStep) and (stop := await _ask(before_step, run_id, action.index)):
+                    queue = deque([Finish("failed", None, stop)])
+                elif isinstance(action, RunStep):
                     res = await self._attempt(run_id, action, rt, alarms)
                     results.append(res)
                     status: Any = res.status
@@ -300,6 +309,17 @@ class Pipeline:
                 f"{i + 1}. {step.name} [{', '.join(tags)}]: {_describe_step(step, values)}"
             )
         return [self.redactor.text(line) for line in lines]
+
+
+async def _ask(before_step: BeforeStep | None, run_id: str, index: int) -> str | None:
+    """Rule 8: None when the step may run, else why not."""
+    if before_step is None:
+        return None
+    try:
+        await before_step(run_id, index)
+    except Exception as exc:
+        return f"step {index} not run: its progress could not be recorded: {exc}"
+    return None
 
 
 def _describe_step(step: Step, values: dict[str, str]) -> str:

@@ -174,3 +174,40 @@ RELOAD_FAILURES = Counter(
     ["cause"],  # config | state_file
     registry=REGISTRY,
 )
+
+# -- the router pair in etcd (router/cluster/) --------------------------------------------
+CLUSTER_ETCD_UP = Gauge(
+    "hotspare_cluster_etcd_up",
+    "1 while this router reaches etcd (lease kept alive, watch running); 0 while it keeps "
+    "serving the last known active without failing over (failsafe).",
+    registry=REGISTRY,
+)
+CLUSTER_ETCD_ERRORS = Counter(
+    "hotspare_cluster_etcd_errors_total",
+    "etcd calls that failed, by cause (unavailable, error, compacted, invalid).",
+    ["cause"],
+    registry=REGISTRY,
+)
+CLUSTER_DECIDER = Gauge(
+    "hotspare_cluster_decider",
+    "1 while this router decides the service (holds its decider key with a live lease).",
+    ["service"],
+    registry=REGISTRY,
+)
+CLUSTER_DECIDER_CHANGES = Counter(
+    "hotspare_cluster_decider_changes_total",
+    "Times this router became or stopped being the decider of the service.",
+    ["service"],
+    registry=REGISTRY,
+)
+CLUSTER_FOLLOW_LAG = Histogram(
+    "hotspare_cluster_follow_lag_seconds",
+    "From the decider's write of a service's state (its 'at') to this follower applying it.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+CLUSTER_MEMBERS = Gauge(
+    "hotspare_cluster_members",
+    "Live routers of the deployment (member keys present in etcd), as this router sees them.",
+    registry=REGISTRY,
+)

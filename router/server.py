@@ -19,6 +19,8 @@ Rules:
 3. Signal handlers only set flags; the main coroutine acts on them. SIGTERM/SIGINT:
    graceful stop; SIGHUP: reload (an invalid file is refused, its errors logged, the
    old config kept).
+4. A ``cluster:`` section makes it one of a pair (router/cluster/pair.py), started once
+   bound, stopped first; without one the router runs alone.
 """
 
 from __future__ import annotations
@@ -26,17 +28,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 from aiohttp import web
 
 from promote.audit import AuditLog
 from router.admin.api import build_admin_app
+from router.admin.commands import execute
 from router.admin.control import (
     BackendStatistics,
+    ClusterStatistics,
     ProbeStatistics,
     RouterStatistics,
     ServiceStatistics,
 )
+from router.cluster.pair import RouterPair
 from router.failover.controller import ServiceController
 from router.failover.director import Director
 from router.failover.feed import EventFeed
@@ -89,7 +96,10 @@ class Router:
         self._started = False
         self._retiring: set[asyncio.Task[None]] = set()
         self.access_log = AccessLog(config.log.access_log, config.log.access_format)
+        self.pair: RouterPair | None = None  # rule 4
         self.proxy = Proxy(self._build_table(config), self.access_log)
+        if config.cluster is not None:
+            self.pair = RouterPair(config, self.controllers, self.events, self.state_file)
         self._runners: list[web.BaseRunner] = []
         self._sites: list[web.TCPSite] = []
         self._servers: list[GuardedServer] = []  # one per proxy listener (limits on reload)
@@ -155,6 +165,9 @@ class Router:
                     f"which the config does not name"
                 )
         ctl = ServiceController(config, sc, self.state_file, initial, feed=self.events)
+        if getattr(self, "pair", None) is not None:
+            assert self.pair is not None
+            self.pair.node.adopt(ctl)  # a service added by a reload follows until it wins a campaign
         name = sc.name
         # Requests waiting on a backend declared dead stop waiting at once (proxy rule).
         ctl.director.on_abort = lambda backend: self.proxy.abort_inflight(name, backend)
@@ -173,8 +186,7 @@ class Router:
             exc = t.exception() or RuntimeError(f"failover controller of {name} returned")
             log.critical("service %s: failover controller stopped: %s; the router stops", name, exc,
                          exc_info=exc)
-            if not self.failed.done():
-                self.failed.set_result(exc)
+            self._fail(exc)
 
         task.add_done_callback(done)
 
@@ -239,22 +251,43 @@ class Router:
             await self.stop()
             raise
         self.bound = BoundAddresses(tuple(listeners), admin)
+        if self.pair is not None:
+            self.pair.start(admin, partial(execute, self), self._fail)
         for (h, p), lc in zip(listeners, config.listen, strict=True):
             kind = "https" if lc.tls else ("http->https redirect" if lc.redirect_to_https else "http")
             log.info("listening on %s:%d (%s)", h, p, kind)
         log.info("admin API on http://%s:%d", *admin)
         return [*listeners, admin]
 
+    # -- the router pair (RouterControl) ------------------------------------------------
+
+    def cluster_statistics(self) -> ClusterStatistics | None:
+        return None if self.pair is None else self.pair.node.statistics()
+
+    def decides(self, service: str) -> bool:
+        return True if self.pair is None else self.pair.node.decides(service)
+
+    async def forward_command(self, service: str, command: str, args: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if self.pair is None:
+            return 503, {"error": f"service {service}: no router pair configured to carry out {command}"}
+        return await self.pair.commands.submit(service, command, args)
+
+    def _fail(self, exc: BaseException) -> None:
+        if not self.failed.done():
+            self.failed.set_result(exc)
+
     async def stop(self) -> None:
         """Graceful stop, in this order:
 
+        0. in a pair: stop deciding, revoke the lease (another router decides at once);
         1. close every listening socket (no new connections; in-flight go on);
         2. let in-flight requests finish, up to ``shutdown_grace``, then cancel them;
         3. close the admin listener;
         4. stop the failover controllers (their probes and any promotion run: the
            audit log shows a cancelled run as unfinished);
-        5. close the backend pools and flush the access log.
-        """
+        5. close the backend pools, flush the access log, close the etcd client. """
+        if self.pair is not None:
+            await self.pair.stop()
         for site in self._sites:
             await site.stop()
         self._sites.clear()
@@ -277,6 +310,8 @@ class Router:
         for pool in self._pools.values():
             await pool.close()
         self.access_log.close()
+        if self.pair is not None:
+            await self.pair.close()
 
     def reload(self, config: Config) -> None:
         """Apply a new (already validated) config to new requests."""
@@ -285,6 +320,8 @@ class Router:
             log.warning("reload: listener changes need a restart; keeping the current listeners")
         if old.admin.listen != config.admin.listen:
             log.warning("reload: admin.listen changes need a restart; keeping %s", old.admin.listen)
+        if old.cluster != config.cluster:
+            log.warning("reload: cluster changes need a restart; the router pair goes on as started")
         if (old.log.access_log, old.log.access_format) != (config.log.access_log, config.log.access_format):
             self.access_log.close()
             self.access_log = AccessLog(config.log.access_log, config.log.access_format)

@@ -13,10 +13,15 @@ Rules:
 2. Every answer is JSON (except ``/`` and ``/metrics``); every error is
    ``{"error": "..."}`` naming what was wrong: unknown service or backend 404, bad body
    400, a move the failover machine turns down 409 with its reason.
-3. Operator requests go to the service's failover machine as events, synchronously:
-   the machine either takes the event (its actions are performed at once, in order, by
-   the controller's one dispatcher) or raises and changes nothing, so a refusal is
-   answered 409 before anything moved. A dry run asks a copy of the machine.
+3. Operator requests are carried out by :func:`.commands.execute` (the one local
+   implementation) when this router decides the service (always, without a
+   ``cluster:`` section); otherwise the decider of the pair carries them out
+   (``router.forward_command``, router/cluster/commands.py) and its answer is given.
+   Either way the machine takes the event or raises and changes nothing, so a refusal
+   is answered 409 before anything moved. The token check comes first; a request's
+   body, service and backend are checked here before anything is sent on. A dry run
+   asks a copy of this router's machine. Drained backends are each machine's own
+   admin state (``machine.maintenance``), not a record of the API's.
 4. No secret in an answer: promotion records (:mod:`.promotions`) go through ``Redactor``
    (the configured steps' secrets, the admin and replication tokens, DSN patterns) even
    with the token, so records written before redaction existed are covered too.
@@ -39,7 +44,6 @@ from __future__ import annotations
 
 import copy
 import hmac
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -49,21 +53,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from router import metrics
 from router.config import ServiceConfig
-from router.errors import StateFileError
-from router.failover.machine import (
-    AdminConfirmFenced,
-    AdminDrain,
-    AdminFailover,
-    AdminReady,
-    AdminResume,
-    AdminSwitchover,
-    Event,
-    FailoverError,
-    State,
-)
-from router.health.detector import Health
+from router.failover.machine import AdminFailover, AdminSwitchover, Event, FailoverError
 
 from .agents import AgentFreshness, agents_context
+from .commands import backend_of, execute, service_of
 from .errors import ApiError
 from .history import Sampler, history_context
 from .page import render_status_page
@@ -78,13 +71,9 @@ if TYPE_CHECKING:
 
 __all__ = ["ROUTER_KEY", "ApiError", "build_admin_app", "reload_from_source", "status_document"]
 
-log = logging.getLogger("hotspare.admin")
-
 ROUTER_KEY: web.AppKey[RouterControl] = web.AppKey("router")
 AGENTS_KEY: web.AppKey[AgentFreshness] = web.AppKey("agents", AgentFreshness)
-MAINT_KEY: web.AppKey[dict[tuple[str, str], float]] = web.AppKey("maintenance", dict)
 HISTORY_KEY: web.AppKey[Sampler] = web.AppKey("history", Sampler)
-SETTLE_MARGIN = 5.0  # seconds a move's answer may wait beyond its steps and hold time
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -155,35 +144,7 @@ def _field(body: dict[str, Any], key: str, kind: type, default: Any = ...) -> An
 
 
 def _service(request: web.Request) -> tuple[ServiceConfig, ServiceController]:
-    router = request.app[ROUTER_KEY]
-    name = request.match_info["name"]
-    ctl = router.controllers.get(name)
-    if ctl is None:
-        raise ApiError(404, f"no service {name!r} (services: {', '.join(router.controllers) or 'none'})")
-    return router.config.service(name), ctl
-
-
-def _backend(svc: ServiceConfig, name: str) -> str:
-    names = [b.name for b in svc.backends]
-    if name not in names:
-        raise ApiError(404, f"service {svc.name!r} has no backend {name!r} (backends: {', '.join(names)})")
-    return name
-
-
-def _apply(ctl: ServiceController, event: Event) -> None:
-    """Give the machine one operator event now: a refusal becomes 409 and changes nothing;
-    a state file that cannot be written becomes 503 and changes nothing (rule 5);
-    otherwise the controller's one dispatcher performs the actions."""
-    m = ctl.machine
-    try:
-        ctl.apply(event)
-    except FailoverError as exc:
-        raise ApiError(409, str(exc), state=m.state.value) from None
-    except StateFileError as exc:
-        m = ctl.machine
-        raise ApiError(503, f"{exc}; nothing was changed: {ctl.service.name} stays {m.state.value} with "
-                            f"{m.active} active at epoch {m.epoch}",
-                       state=m.state.value, active=m.active, epoch=m.epoch) from None
+    return service_of(request.app[ROUTER_KEY], request.match_info["name"])
 
 
 def _trial(ctl: ServiceController, event: Event) -> str | None:
@@ -195,38 +156,17 @@ def _trial(ctl: ServiceController, event: Event) -> str | None:
     return None
 
 
-def _result(
-    ctl: ServiceController, svc: ServiceConfig, old: str, to: str | None, alarms_before: int
-) -> tuple[int, dict[str, Any]]:
-    m = ctl.machine
-    body: dict[str, Any] = {"service": svc.name, "from": old, "to": to,
-                            "epoch": m.epoch, "state": m.state.value, "active": m.active}
-    new_alarms = ctl.alarms[alarms_before:]
-    if m.state is State.PROMOTING:
-        return 202, {**body, "outcome": "promoting"}
-    if m.state is State.ACTIVE and m.active != old:
-        return 200, {**body, "outcome": "promoted"}
-    outcome = {State.FENCE_HOLD: "fence_hold", State.DEGRADED: "degraded"}.get(m.state, "failed")
-    reason = new_alarms[-1] if new_alarms else f"the service is {m.state.value} with {m.active} active"
-    # The promotion ran but its result could not be recorded: the router's fault, not the run's.
-    unwritten = next((a for a in new_alarms if a.startswith("state_write_failed:")), None)
-    if unwritten is not None:
-        return 503, {**body, "outcome": outcome, "error": f"{outcome}: {unwritten}"}
-    return 500, {**body, "outcome": outcome, "error": f"{outcome}: {reason}"}
-
-
-async def _settle(ctl: ServiceController, svc: ServiceConfig) -> None:
-    """Wait until the service settles (rule 7): the controller's own completion signal."""
-    steps = sum(s.timeout * (s.retries + 1) for s in svc.promote)
-    await ctl.wait_settled(steps + svc.failover.hold.max_time + SETTLE_MARGIN)
-
-
 # -- reads ------------------------------------------------------------------------------------
 
 
 def _document(request: web.Request) -> dict[str, Any]:
     app = request.app
-    return status_document(app[ROUTER_KEY], app[AGENTS_KEY].snapshot(), app[MAINT_KEY])
+    return status_document(app[ROUTER_KEY], app[AGENTS_KEY].snapshot(), maintenance_of(app[ROUTER_KEY]))
+
+
+def maintenance_of(router: RouterControl) -> dict[tuple[str, str], float]:
+    """The drained backends, from each machine (its own admin state: rule 3)."""
+    return {(name, b): 0.0 for name, ctl in router.controllers.items() for b in ctl.machine.maintenance}
 
 
 async def _status(request: web.Request) -> web.Response:
@@ -271,6 +211,18 @@ def _token_given(request: web.Request) -> bool:
 # -- operator actions ---------------------------------------------------------------------
 
 
+async def _command(request: web.Request, command: str, args: dict[str, Any]) -> web.Response:
+    """Rule 3: carried out here when this router decides the service, else by the
+    decider of the pair (router/cluster/commands.py); the answer is the same either way."""
+    router = request.app[ROUTER_KEY]
+    svc, _ = service_of(router, request.match_info["name"])
+    if router.decides(svc.name):
+        status, body = await execute(router, svc.name, command, args)
+    else:
+        status, body = await router.forward_command(svc.name, command, args)
+    return web.json_response(body, status=status)
+
+
 async def _switchover(request: web.Request) -> web.Response:
     return await _move(request, "switchover")
 
@@ -282,23 +234,12 @@ async def _failover(request: web.Request) -> web.Response:
 async def _move(request: web.Request, kind: str) -> web.Response:
     svc, ctl = _service(request)
     body = await _body(request)
-    to = _backend(svc, _field(body, "to", str))
-    dry_run = _field(body, "dry_run", bool, False)
-    wait = _field(body, "wait", bool, True)
-    now = time.monotonic()
-    event: Event = AdminSwitchover(now, to) if kind == "switchover" else AdminFailover(now, to)
-    maintenance = request.app[MAINT_KEY]
-    if dry_run:
+    to = backend_of(svc, _field(body, "to", str))
+    if _field(body, "dry_run", bool, False):
+        now = time.monotonic()
+        event: Event = AdminSwitchover(now, to) if kind == "switchover" else AdminFailover(now, to)
         return web.json_response(_dry_run(request, svc, kind, to, _trial(ctl, event)))
-    if kind == "switchover" and (svc.name, to) in maintenance:
-        raise ApiError(409, f"{to} is in maintenance (drained); POST /v1/services/{svc.name}/backends/{to}/ready first")
-    old, alarms_before = ctl.machine.active, len(ctl.alarms)
-    _apply(ctl, event)
-    log.warning("service %s: operator %s to %s started (epoch %d)", svc.name, kind, to, ctl.machine.epoch)
-    if wait:
-        await _settle(ctl, svc)
-    status, result = _result(ctl, svc, old, to, alarms_before)
-    return web.json_response({**result, "dry_run": False}, status=status)
+    return await _command(request, kind, {"to": to, "wait": _field(body, "wait", bool, True)})
 
 
 def _dry_run(request: web.Request, svc: ServiceConfig, kind: str, to: str, refusal: str | None) -> dict[str, Any]:
@@ -310,7 +251,7 @@ def _dry_run(request: web.Request, svc: ServiceConfig, kind: str, to: str, refus
         service=svc, kind="switchover" if kind == "switchover" else "failover",
         state=stats.state, active=stats.active, epoch=stats.epoch, target=to,
         target_healthy=target.healthy if target.probe is not None else None,
-        target_maintenance=(svc.name, to) in request.app[MAINT_KEY],
+        target_maintenance=to in request.app[ROUTER_KEY].controllers[svc.name].machine.maintenance,
         replication=request.app[AGENTS_KEY].get(agent) if agent else None,
         refusal=refusal,
     ))
@@ -318,54 +259,23 @@ def _dry_run(request: web.Request, svc: ServiceConfig, kind: str, to: str, refus
 
 
 async def _confirm_fenced(request: web.Request) -> web.Response:
-    svc, ctl = _service(request)
+    _service(request)
     body = await _body(request)
-    old, to = ctl.machine.active, ctl.machine.snapshot().target
-    alarms_before = len(ctl.alarms)
-    _apply(ctl, AdminConfirmFenced(time.monotonic()))
-    log.warning("service %s: operator confirmed %s is fenced", svc.name, old)
-    if _field(body, "wait", bool, True):
-        await _settle(ctl, svc)
-    status, result = _result(ctl, svc, old, to, alarms_before)
-    return web.json_response(result, status=status)
+    return await _command(request, "confirm-fenced", {"wait": _field(body, "wait", bool, True)})
 
 
 async def _resume(request: web.Request) -> web.Response:
-    svc, ctl = _service(request)
-    _apply(ctl, AdminResume(time.monotonic()))
-    log.warning("service %s: operator resumed %s", svc.name, ctl.machine.active)
-    m = ctl.machine
-    return web.json_response({"service": svc.name, "active": m.active, "epoch": m.epoch, "state": m.state.value})
+    return await _command(request, "resume", {})
 
 
 async def _drain(request: web.Request) -> web.Response:
-    svc, ctl = _service(request)
-    b = _backend(svc, request.match_info["backend"])
-    if b == ctl.machine.active:
-        raise ApiError(409, f"{b} is the active backend of {svc.name}; switch over to another backend "
-                            f"first (POST /v1/services/{svc.name}/switchover)")
-    # Maintenance is the machine's own admin state: no failover or switchover target,
-    # whatever its probes say, until /ready. The machine first, then the API's record.
-    _apply(ctl, AdminDrain(time.monotonic(), b))
-    maintenance = request.app[MAINT_KEY]
-    if (svc.name, b) not in maintenance:
-        maintenance[(svc.name, b)] = time.time()
-        log.warning("service %s: backend %s drained for maintenance: not a failover target until ready",
-                    svc.name, b)
-    return web.json_response({"service": svc.name, "backend": b, "maintenance": True})
+    svc, _ = _service(request)
+    return await _command(request, "drain", {"backend": backend_of(svc, request.match_info["backend"])})
 
 
 async def _ready(request: web.Request) -> web.Response:
-    svc, ctl = _service(request)
-    b = _backend(svc, request.match_info["backend"])
-    if ctl.checker.started and ctl.checker.health(b) is Health.DOWN:
-        raise ApiError(409, f"{b} fails its health checks; it becomes a failover target again once its "
-                            "probes pass")
-    _apply(ctl, AdminReady(time.monotonic(), b))  # may fail over to b at once (degraded for want of it)
-    maintenance = request.app[MAINT_KEY]
-    if maintenance.pop((svc.name, b), None) is not None:
-        log.warning("service %s: backend %s ready again after maintenance", svc.name, b)
-    return web.json_response({"service": svc.name, "backend": b, "maintenance": False})
+    svc, _ = _service(request)
+    return await _command(request, "ready", {"backend": backend_of(svc, request.match_info["backend"])})
 
 
 async def _reload(request: web.Request) -> web.Response:
@@ -379,7 +289,6 @@ def build_admin_app(router: RouterControl) -> web.Application:
     app = web.Application(middlewares=[_errors])
     app[ROUTER_KEY] = router
     app[AGENTS_KEY] = agents = AgentFreshness()
-    app[MAINT_KEY] = {}
     app.cleanup_ctx.append(agents_context(agents, router))  # the refresh task: rule 6
     app[HISTORY_KEY] = sampler = Sampler()
     app.cleanup_ctx.append(history_context(sampler, router))  # the sampling task: rule 8

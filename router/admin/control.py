@@ -10,14 +10,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from router.config import Config
 from router.failover.controller import ServiceController
 from router.failover.feed import EventFeed
 from router.failover.state import StateFile
 
-__all__ = ["BackendStatistics", "ProbeStatistics", "RouterControl", "RouterStatistics", "ServiceStatistics"]
+__all__ = [
+    "BackendStatistics",
+    "ClusterStatistics",
+    "MemberStatistics",
+    "ProbeStatistics",
+    "RouterControl",
+    "RouterStatistics",
+    "ServiceStatistics",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +69,29 @@ class RouterStatistics:
     unfinished_promotions: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class MemberStatistics:
+    """One router of the pair as its ``members/<name>`` key in etcd says."""
+
+    name: str
+    live: bool  # its member key is present (its lease is alive)
+    admin: str  # its admin listener, host:port
+    views: Mapping[str, Mapping[str, str]]  # service -> backend -> up|suspect|down|unknown
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterStatistics:
+    """The pair as this router sees it (docs/cluster.md)."""
+
+    name: str  # this router
+    etcd_ok: bool
+    etcd_error: str | None  # the last etcd failure while etcd_ok is False
+    endpoints: tuple[str, ...]
+    members: tuple[MemberStatistics, ...]
+    deciders: Mapping[str, str | None]  # service -> the router that decides it (None: nobody)
+    decides: tuple[str, ...]  # the services this router decides
+
+
 class RouterControl(Protocol):
     """The router as the admin API sees it."""
 
@@ -82,3 +113,13 @@ class RouterControl(Protocol):
 
     def statistics(self) -> RouterStatistics:
         """The one snapshot of every service, for status, page and metrics."""
+
+    def cluster_statistics(self) -> ClusterStatistics | None:
+        """The pair's snapshot; None without a ``cluster:`` section."""
+
+    def decides(self, service: str) -> bool:
+        """Does this router carry out operator commands of ``service``? True without a cluster."""
+
+    async def forward_command(self, service: str, command: str, args: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Have the decider of ``service`` carry out ``command`` (router/cluster/commands.py):
+        its (HTTP status, JSON body), 503 without a decider, 504 past the timeout."""

@@ -5,7 +5,8 @@ Rules:
 1. :data:`ALARM_HINTS` is a pure table, alarm code -> :class:`Hint`. The codes are the
    ones the router raises (router/failover/publish.py rule 2: the machine's
    :class:`~hotspare.causes.Cause` alarms, ``state_write_failed``, ``promotion_alarm``,
-   ``audit_write_failed``; router/admin/reload.py: ``reload_refused``). A test checks
+   ``audit_write_failed``; router/admin/reload.py: ``reload_refused``; router/cluster/:
+   ``etcd_unreachable``, ``promotion_interrupted``, ``cluster_state_invalid``). A test checks
    that every code has a hint whose anchor is a heading of docs/runbook.md.
 2. An alarm is shown as ``"code: message"`` (the controller's alarm list); a code this
    table does not know still gets a line, pointing at the runbook's top, never an error.
@@ -62,6 +63,16 @@ ALARM_HINTS: dict[str, Hint] = {
     "audit_write_failed": Hint(
         "promotion records are not being written: free space or fix permissions of the audit log",
         "audit-log-cannot-be-written"),
+    # The router pair (router/cluster/): raised by the node, not the machine.
+    "etcd_unreachable": Hint(
+        "this router serves the last known active and never fails over: check the etcd members and the "
+        "network to them", "etcd-unreachable"),
+    "promotion_interrupted": Hint(
+        "a promotion's decider died during it: check the old and new active by hand, then switch over",
+        "promotion-interrupted"),
+    "cluster_state_invalid": Hint(
+        "a record in etcd is not valid and was not applied: read the key, fix the config or the record",
+        "cluster-state-invalid"),
 }
 
 _UNKNOWN = Hint("read the alarm's message and the router's log", "operations-runbook")

@@ -15,7 +15,9 @@ Rules:
    answering, the page says so instead of freezing on stale data.
 4. Every value from the snapshot is HTML-escaped: backend names and event messages come
    from config files and logs, not from us.
-5. Nothing unknown looks healthy: a spare's lag that is not known reads "unknown (why)"
+5. A router of a pair shows a Cluster panel first (:mod:`.clusterpage`): etcd's health,
+   the decider of each service, each router's view of each backend.
+6. Nothing unknown looks healthy: a spare's lag that is not known reads "unknown (why)"
    (:func:`lag_text`, shared with ``hotspare status``), and every alarm comes with what
    to do and its runbook section (``alarm_hints``, :mod:`.hints`).
 
@@ -31,7 +33,8 @@ Optional snapshot keys understood here (``/v1/status`` may add more)::
                       "detail": "200 in 3 ms"},
                       "replication": {"lag_seconds": 0.4, "roots": {"jobs": 0.4}}}],
         "events": [{"at": 1700000000.0, "kind": "failover", "message": "..."}]}],
-     "events": [...]}                              # router-wide events
+     "events": [...],                              # router-wide events
+     "cluster": {...} | null}                      # a pair: router/admin/clusterpage.py
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from string import Template
 from typing import Any
 
 from .chart import render_chart
+from .clusterpage import render_cluster
 from .status import SPARE_LAG_LIMIT_SECONDS
 
 __all__ = [
@@ -254,7 +258,8 @@ def _service_section(service: Mapping[str, Any], history: Mapping[str, Any] | No
 def render_status_page(snapshot: Mapping[str, Any], history: Mapping[str, Any] | None = None) -> str:
     """The whole HTML page for one ``/v1/status`` snapshot (and ``/v1/history``)."""
     services = [s for s in snapshot.get("services") or [] if isinstance(s, Mapping)]
-    sections = "\n".join(_service_section(s, history) for s in services) or "<p>No services.</p>"
+    sections = render_cluster(snapshot.get("cluster"))  # "" for a router alone
+    sections += "\n".join(_service_section(s, history) for s in services) or "<p>No services.</p>"
     router_events = snapshot.get("events") or []
     if router_events:
         sections += "\n<section><h2>Router events</h2>" + _events(router_events) + "</section>"

@@ -14,6 +14,10 @@ Rules:
 4. Next to ``alarms`` (``"code: message"``), ``alarm_hints`` gives, at the same
    position, ``{"code", "todo", "runbook"}``: what to do and the runbook section
    (:mod:`.hints`).
+5. ``cluster`` is the pair as this router sees it (``router.cluster_statistics()``,
+   docs/cluster.md): etcd's health, the members and each one's view of each backend,
+   the decider of each service. It is ``null`` without a ``cluster:`` section. Endpoint
+   URLs lose any user:password part; etcd's error passes the redaction patterns.
 """
 
 from __future__ import annotations
@@ -21,16 +25,22 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 from promote.redact import Redactor
 
 from .hints import alarm_hint
 
 if TYPE_CHECKING:
-    from router.admin.control import BackendStatistics, RouterControl, ServiceStatistics
+    from router.admin.control import (
+        BackendStatistics,
+        ClusterStatistics,
+        RouterControl,
+        ServiceStatistics,
+    )
     from router.failover.feed import FeedEvent
 
-__all__ = ["SPARE_LAG_LIMIT_SECONDS", "build_status", "event_view", "spare_status"]
+__all__ = ["SPARE_LAG_LIMIT_SECONDS", "build_status", "cluster_view", "event_view", "spare_status"]
 
 # A spare whose files are further behind than this is not called ready, and a switchover
 # to it is warned about: the one freshness threshold (status, page, plan, CLI).
@@ -72,6 +82,28 @@ def spare_status(active: str, backends: list[dict[str, Any]], has_agents: bool) 
             if isinstance(lag, (int, float)) and lag > SPARE_LAG_LIMIT_SECONDS:
                 reasons.append(f"files {lag:.0f}s behind")
     return {"name": spare["name"], "ready": not reasons, "reasons": reasons}
+
+
+def _bare_url(url: str) -> str:
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def cluster_view(c: ClusterStatistics | None) -> dict[str, Any] | None:
+    """Rule 5: the ``cluster`` object of ``/v1/status`` (None without a cluster)."""
+    if c is None:
+        return None
+    return {
+        "name": c.name,
+        "etcd": {"ok": c.etcd_ok, "endpoints": [_bare_url(e) for e in c.endpoints],
+                 "error": None if c.etcd_error is None else _SCRUB.text(c.etcd_error)},
+        "members": [{"name": m.name, "live": m.live, "admin": m.admin,
+                     "views": {svc: dict(view) for svc, view in m.views.items()}} for m in c.members],
+        "deciders": dict(c.deciders),
+        "this_router_decides": list(c.decides),
+    }
 
 
 def _backend_view(
@@ -129,4 +161,5 @@ def build_status(
         "services": out,
         "unfinished_promotions": list(stats.unfinished_promotions),
         "events": [event_view(e) for e in feed.router_wide(names, EVENTS_SHOWN)],
+        "cluster": cluster_view(router.cluster_statistics()),
     }

@@ -193,6 +193,30 @@ def _alarm_lines(services: Sequence[Mapping[str, Any]]) -> list[str]:
     return ["", "ALARMS", *lines] if lines else []
 
 
+def _cluster_lines(cluster: object) -> list[str]:
+    """A pair's router: etcd, the deciders, each router's view of each backend."""
+    if not isinstance(cluster, Mapping):
+        return []
+    def _map(value: object) -> Mapping[str, Any]:
+        return value if isinstance(value, Mapping) else {}
+
+    me = cluster.get("name")
+    etcd = _map(cluster.get("etcd"))
+    health = "ok" if etcd.get("ok") else f"UNREACHABLE ({_s(etcd.get('error'))}): no failover until it answers"
+    deciders = _map(cluster.get("deciders"))
+    who = ", ".join(f"{svc}: {'NOBODY' if r is None else r}{' (this router)' if r == me and r else ''}"
+                    for svc, r in deciders.items())
+    lines = ["", f"CLUSTER (seen from {_s(me)})", f"  etcd: {health}", f"  deciders: {who or '-'}"]
+    members = [m for m in cluster.get("members") or [] if isinstance(m, Mapping)]
+    cols = list(dict.fromkeys((str(svc), str(b)) for m in members
+                              for svc, view in _map(m.get("views")).items() for b in _map(view)))
+    rows = [[_s(m.get("name")), "live" if m.get("live") else "GONE", _s(m.get("admin")),
+             *[_s(_map(_map(m.get("views")).get(svc)).get(b)) for svc, b in cols]] for m in members]
+    if rows:
+        lines += ["", *_table(["ROUTER", "LEASE", "ADMIN", *[f"{svc}/{b}" for svc, b in cols]], rows)]
+    return lines
+
+
 def format_status(snapshot: Mapping[str, Any], now: float, events: int = 5) -> str:
     services = [s for s in snapshot.get("services") or [] if isinstance(s, Mapping)]
     if not services:
@@ -224,6 +248,7 @@ def format_status(snapshot: Mapping[str, Any], now: float, events: int = 5) -> s
                 lag_text(b, is_active).replace("—", "-"),
             ])
     lines += ["", *_table(["BACKEND", "ROLE", "HEALTH", "URL", "LAST PROBE", "REPL LAG"], brows)]
+    lines += _cluster_lines(snapshot.get("cluster"))
     lines += _alarm_lines(services)
     evs = [
         {**e, "service": e.get("service") or s.get("name")}

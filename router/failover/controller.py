@@ -28,6 +28,14 @@ Rules:
    director's ``health_of``, ``_try_again``). ``machine.healthy`` is the pure machine's
    own input state, fed only by the BackendDown/BackendUp events submitted here, so it
    decides without I/O; nothing else keeps health.
+7. The store is a :class:`~.store.StateStore` (the state file by default, rule 2 above;
+   a cluster's shared store otherwise). Events are taken one at a time: the run loop and
+   an operator's :meth:`apply_async` take turns (``_turn``), so an event's store write
+   (which may wait on the network) never interleaves with another event.
+8. Decider or follower (router/failover/roles.py): a follower takes no event. While
+   deciding, the optional :class:`~.store.Gate` says which automatic events (health,
+   timers) may be taken; the optional :class:`~.store.PromotionHooks` are told each
+   stage of a run (router/failover/promoting.py).
 """
 
 from __future__ import annotations
@@ -37,9 +45,9 @@ import copy
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
-from promote.pipeline import Pipeline
 from router import metrics
 from router.config import Config, ServiceConfig
 from router.errors import StateFileError
@@ -64,7 +72,6 @@ from .machine import (
     IllegalEvent,
     PersistState,
     PromotionFailed,
-    PromotionOnHold,
     PromotionSucceeded,
     RaiseAlarm,
     RecordFailover,
@@ -79,10 +86,12 @@ from .machine import (
     Timer,
     TimerFired,
 )
-from .promotion import promotion_context
+from .promoting import Promoting
 from .publish import Publisher, StepAudit, command_words
-from .runs import PromotionOutcome, PromotionRunner, wait_ready
+from .roles import Roles
+from .runs import PromotionOutcome, PromotionRunner
 from .state import ServiceState, StateFile
+from .store import Decision, FileStore, Gate, PromotionHooks, StateStore, StoreDeposed
 
 __all__ = ["FailoverDirector", "MustHold", "PromotionOutcome", "PromotionRunner", "ServiceController"]
 
@@ -92,20 +101,28 @@ log = logging.getLogger("hotspare.failover")
 STATE_WRITE_RETRY = 5.0
 
 
-class ServiceController:
+class ServiceController(Roles, Promoting):
     def __init__(
         self,
         config: Config,
         service: ServiceConfig,
-        state_file: StateFile,
+        state_file: StateFile | StateStore,
         initial: ServiceState,
         run_promotion: PromotionRunner | None = None,
         clock: Callable[[], float] = time.monotonic,
         feed: EventFeed | None = None,
+        *,
+        gate: Gate | None = None,
+        hooks: PromotionHooks | None = None,
+        follower: bool = False,
     ) -> None:
         self.service = service
         self.feed = feed if feed is not None else EventFeed()  # what happened, typed (feed.py)
-        self._state_file = state_file
+        self._store: StateStore = FileStore(state_file) if isinstance(state_file, StateFile) else state_file
+        self.gate, self.hooks = gate, hooks  # rule 8
+        self.deciding = not follower
+        self._turn = asyncio.Lock()  # rule 7
+        self.decision = Decision(initial.active, initial.epoch, "route", State.ACTIVE.value)
         self._clock = clock
         f = service.failover
         self.machine = FailoverMachine(
@@ -129,31 +146,48 @@ class ServiceController:
         self._last_run: PromotionOutcome | None = None
         self._retry: asyncio.TimerHandle | None = None
         self._promotions = 0  # promotion tasks running
+        self._runs: set[asyncio.Task[None]] = set()  # the same tasks, to cancel on stand_down
         self._moved = asyncio.Event()  # set (and replaced) whenever the service may have settled
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
             try:
-                self._perform(self.machine.start())
+                if self.deciding:
+                    self._perform(self.machine.start())
                 tg.create_task(self.checker.run(), name=f"health:{self.service.name}")
                 while True:
                     event = await self._events.get()
-                    try:
-                        self._take(event, operator=False)
-                    except FailoverError as exc:
-                        # A late event (a promotion ending after an operator resumed the
-                        # old active, say): the machine is unchanged; the service goes on.
-                        log.error("service %s: dropped %s: %s", self.service.name, type(event).__name__, exc)
-                    except StateFileError:
-                        pass  # rolled back and alarmed by _take; the service goes on
+                    async with self._turn:
+                        await self._take_queued(event)
                     self._nudge()
             finally:
-                for handle in self._timers.values():
-                    handle.cancel()
-                if self._retry is not None:
-                    self._retry.cancel()
+                self._cancel_timers()
                 self._tg = None
+
+    async def _take_queued(self, event: Event) -> None:
+        if not self.deciding:
+            return  # rule 8: a follower decides nothing
+        if isinstance(event, BackendDown | BackendUp | TimerFired) and self.gate is not None \
+                and not self.gate.admits(self.service.name, event):
+            log.debug("service %s: %s not admitted by the gate", self.service.name, event)
+            return
+        try:
+            await self._take(event, operator=False)
+        except FailoverError as exc:
+            # A late event (a promotion ending after an operator resumed the
+            # old active, say): the machine is unchanged; the service goes on.
+            log.error("service %s: dropped %s: %s", self.service.name, type(event).__name__, exc)
+        except StateFileError:
+            pass  # rolled back and alarmed by _take; the service goes on
+
+    def _cancel_timers(self) -> None:
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
 
     def settled(self) -> bool:
         """At rest: no event queued, no promotion running, not PROMOTING (a service on
@@ -183,40 +217,56 @@ class ServiceController:
         """Queue an event (health, timers, promotion results). A refused one is logged."""
         self._events.put_nowait(event)
 
-    def apply(self, event: Event) -> list[Action]:
+    def apply(self, event: Event) -> list[Action] | Awaitable[list[Action]]:
+        """:meth:`apply_async`, done now with a store that never suspends (the state
+        file); else its awaitable, for the caller to await."""
+        if not getattr(self._store, "synchronous", False):
+            return self.apply_async(event)
+        return _now(self.apply_async(event))
+
+    async def apply_async(self, event: Event) -> list[Action]:
         """An operator event, now (the admin API): raises :class:`FailoverError`
         (``Refused`` / ``IllegalEvent``) and changes nothing if the machine turns it
-        down; else performs its actions and returns them. Needs :meth:`run` running."""
+        down; else performs its actions and returns them. Needs :meth:`run` running,
+        and this router deciding the service (rule 8)."""
         if self._tg is None:
             raise IllegalEvent(f"service {self.service.name}: the failover controller is not running")
-        try:
-            actions = self._take(event, operator=True)
-        except FailoverError as exc:
-            self.publisher.notice(f"operator {command_words(event)} refused: {exc}")
-            raise
+        if not self.deciding:
+            raise IllegalEvent(f"service {self.service.name}: this router does not decide it now; "
+                               f"send the command to the router that does")
+        async with self._turn:
+            try:
+                actions = await self._take(event, operator=True)
+            except FailoverError as exc:
+                self.publisher.notice(f"operator {command_words(event)} refused: {exc}")
+                raise
         m = self.machine
         self.publisher.notice(f"operator {command_words(event)}: {m.state.value} with {m.active} active at epoch {m.epoch}")
         return actions
 
-    def _take(self, event: Event, *, operator: bool) -> list[Action]:
+    async def _take(self, event: Event, *, operator: bool) -> list[Action]:
         """Rule 2: the machine takes ``event``; its state write goes first; a failed write
         puts the machine back and raises :class:`StateFileError` after the alarm."""
         before = copy.deepcopy(self.machine)
         actions = self.machine.handle(event)  # FailoverError: the machine is unchanged
+        decision = self.decision.after(actions)
         try:
-            for a in actions:
-                if isinstance(a, PersistState):
-                    self._state_file.save(self.service.name, a.active, a.epoch)
-                    metrics.STATE_WRITE_ALARM.labels(self.service.name).set(0)
+            await self._store.save(self.service.name, decision)
         except StateFileError as exc:
             self.machine = before
             self._state_write_failed(event, exc, operator)
             raise
+        if decision.persist:
+            metrics.STATE_WRITE_ALARM.labels(self.service.name).set(0)
+        self.decision = decision
         self._perform(actions)
         return actions
 
     def _state_write_failed(self, event: Event, exc: StateFileError, operator: bool) -> None:
         name, m = self.service.name, self.machine
+        if isinstance(exc, StoreDeposed):  # another router decides now: no alarm, no retry
+            log.warning("service %s: %s not applied: %s", name, type(event).__name__, exc)
+            return
         metrics.STATE_WRITE_FAILURES.labels(name).inc()
         metrics.STATE_WRITE_ALARM.labels(name).set(1)
         kept = f"{m.state.value} with {m.active} active at epoch {m.epoch}"
@@ -292,7 +342,10 @@ class ServiceController:
                 metrics.EPOCH.labels(name).set(a.epoch)  # written already, first (rule 2)
             elif isinstance(a, RunPromotion):
                 assert self._tg is not None
-                self._tg.create_task(self._promote(a), name=f"promote:{name}:{a.new}:epoch{a.epoch}")
+                if self.deciding:  # deposed while its write was answered: the decider runs it
+                    run = self._tg.create_task(self._promote(a), name=f"promote:{name}:{a.new}:epoch{a.epoch}")
+                    self._runs.add(run)
+                    run.add_done_callback(self._runs.discard)
             elif isinstance(a, RouteTo):
                 self.director.route_to(a.backend, a.epoch)
                 for b in self.service.backends:
@@ -332,39 +385,15 @@ class ServiceController:
         if handle is not None:
             handle.cancel()
 
-    # -- promotion ------------------------------------------------------------------------
 
-    async def _promote(self, a: RunPromotion) -> None:
-        self._promotions += 1
-        try:
-            try:
-                result = await self._run_promotion(a)
-            except Exception as exc:  # a bug in a runner must not leave the service PROMOTING
-                log.exception("service %s: promotion of %s raised", self.service.name, a.new)
-                result = PromotionOutcome("failed", f"{type(exc).__name__}: {exc}")
-            self._last_run = result
-            now = self._clock()
-            if result.outcome == "promoted":
-                self.submit(PromotionSucceeded(now))
-            elif result.outcome == "fence_hold":
-                self.submit(PromotionOnHold(now, result.reason or "fencing failed"))
-            else:
-                self.submit(PromotionFailed(now, result.reason or "promotion failed"))
-        finally:
-            self._promotions -= 1  # its result is queued: settled once that is taken
 
-    async def _default_promotion(self, a: RunPromotion) -> PromotionOutcome:
-        """The configured pipeline, then a readiness wait: ``rise`` good probes in a row
-        of the new active within ``hold.max_time``."""
-        svc = self.service
-        if svc.promote:
-            ctx = promotion_context(svc, a.old, a.new, a.epoch, a.cause, a.trigger)
-            pipeline = Pipeline(svc.promote, fence_failure=svc.fence_failure, audit=self._audit,
-                                agent_token=self._agent_token, secrets=self._secrets)
-            start_at = self._last_run.next_step if (a.resume and self._last_run) else None
-            resumes = self._last_run.run_id if (a.resume and self._last_run) else None
-            res = await pipeline.run(ctx, start_at=start_at or 0, resumes=resumes)
-            metrics.PROMOTIONS.labels(svc.name, res.outcome).inc()
-            if res.outcome != "promoted":
-                return PromotionOutcome(res.outcome, res.reason, res.next_step, res.run_id)
-        return await wait_ready(self.checker.prober(a.new), svc, self._clock)
+def _now(coro: Coroutine[Any, Any, list[Action]]) -> list[Action]:
+    """Run a coroutine that never suspends to its end, synchronously (rule 7: the state
+    file's store; an asyncio.Lock that is free is taken without suspending)."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        result: list[Action] = done.value
+        return result
+    coro.close()
+    raise RuntimeError("a synchronous apply() suspended: its state store must not")

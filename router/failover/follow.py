@@ -55,6 +55,10 @@ class FailoverDirector:
         self.state = "active"
         self._health_of = health_of
         self._changed = asyncio.Event()
+        # Seconds wait_verdict waits on top of its caller's bound while the backend is
+        # DOWN here: in a router pair the decision comes from the decider through etcd
+        # (router/cluster/node.py sets it to the lease TTL); 0 for a router alone.
+        self.follow_grace = 0.0
 
     def wake(self) -> None:
         """Wake every request waiting for a decision (route, mode or health changed)."""
@@ -84,7 +88,7 @@ class FailoverDirector:
         detector no longer suspects it (a probe cleared the evidence). The caller then
         asks :meth:`route` again."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + timeout + self.follow_grace
         name = route.backend.name
         while self.mode == "route" and self._route.backend.name == name and self._route.epoch == route.epoch:
             if self._health_of(name) in (None, Health.UP):

@@ -8,10 +8,12 @@ must never turn the cluster tests into a silent pass.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.e2e.conftest import Stack
 
 from .etcdkit import EtcdCluster
 
@@ -49,3 +51,13 @@ def etcd_factory(tmp_path: Path) -> Iterator[EtcdFactory]:
 def etcd_cluster(etcd_factory: EtcdFactory) -> EtcdCluster:
     """A started three-member etcd cluster (stopped after the test)."""
     return etcd_factory(3)
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+    """Backends and router processes of one test (tests/e2e/conftest.py), all stopped after it."""
+    s = Stack(tmp_path)
+    try:
+        yield s
+    finally:
+        await s.close()

@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -106,7 +107,7 @@ def test_district_example_passes_check_config() -> None:
     assert "OK (1 service(s): library)" in result.stdout
 
 
-@pytest.mark.parametrize("example", ["minimal", "district"])
+@pytest.mark.parametrize("example", ["minimal", "district", "pair-r1", "pair-r2"])
 def test_examples_check_as_shipped_with_the_readme_command(example: str) -> None:
     # The command README prints, run from the repository in an environment without
     # any HOTSPARE_* variable (a fresh machine).
@@ -118,6 +119,15 @@ def test_examples_check_as_shipped_with_the_readme_command(example: str) -> None
     result = subprocess.run([str(VENV_HOTSPARE), *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
     assert result.returncode == 0, result.stderr
     assert f"deploy/examples/{example}.yaml: OK (1 service(s): " in result.stdout
+
+
+def test_the_pair_examples_differ_only_in_the_router_name() -> None:
+    r1, r2 = (yaml.safe_load((DEPLOY / "examples" / f"pair-{n}.yaml").read_text()) for n in ("r1", "r2"))
+    assert (r1["cluster"]["name"], r2["cluster"]["name"]) == ("r1", "r2")
+    r2["cluster"]["name"] = "r1"
+    assert r1 == r2
+    assert len(r1["cluster"]["etcd"]["endpoints"]) == 3  # three etcd members (docs/cluster.md)
+    assert all(e.startswith("https://") for e in r1["cluster"]["etcd"]["endpoints"])
 
 
 def test_district_example_without_secrets_exits_2_naming_them() -> None:
@@ -138,7 +148,7 @@ def test_promtool_check_rules_and_config() -> None:
     prom = DEPLOY / "prometheus"
     result = run([tool, "check", "rules", "hotspare-rules.yml"], cwd=prom)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 12 rules found" in result.stdout + result.stderr
+    assert "SUCCESS: 14 rules found" in result.stdout + result.stderr
     result = run([tool, "check", "config", "prometheus.yml"], cwd=prom)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -246,14 +256,21 @@ def test_grafana_dashboard_is_valid_and_uses_existing_metrics() -> None:
 
 @pytest.fixture
 async def admin_api() -> AsyncIterator[str]:
-    """Stand-in for the router's admin API: GET /v1/status only."""
+    """Stand-in for the router's admin API: GET /v1/status only (``/cut/v1/status``: a
+    router of a pair cut off from etcd, answered with the router's own JSON writer)."""
+    service = {"name": "app", "active": "a", "epoch": 1, "state": "active", "backends": []}
 
     async def status(request: web.Request) -> web.Response:
-        return web.json_response({"services": [{"name": "app", "active": "a", "epoch": 1,
-                                                "state": "active", "backends": []}]})
+        return web.json_response({"services": [service], "cluster": None})
+
+    async def cut(request: web.Request) -> web.Response:
+        cluster = {"name": "r2", "etcd": {"ok": False, "endpoints": [], "error": "no endpoint answered"},
+                   "members": [], "deciders": {"app": None}, "this_router_decides": []}
+        return web.json_response({"services": [service], "cluster": cluster})
 
     app = web.Application()
     app.router.add_get("/v1/status", status)
+    app.router.add_get("/cut/v1/status", cut)
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
@@ -261,12 +278,17 @@ async def admin_api() -> AsyncIterator[str]:
     await runner.cleanup()
 
 
-async def run_check(admin_url: str, state: str, tmp_path: Path) -> tuple[int, str]:
+async def run_check(admin_url: str, state: str, tmp_path: Path, mode: str = "pair",
+                    config: str = "none.yaml") -> tuple[int, str]:
     mark = tmp_path / "keepalived.state"
     mark.write_text(state + "\n")
+    env = {"PATH": "/usr/bin:/bin", "HOTSPARE_ADMIN_URL": admin_url, "HOTSPARE_KEEPALIVED_STATE": str(mark),
+           "HOTSPARE_CONFIG": str(DEPLOY / "examples" / config)}
+    if mode:
+        env["HOTSPARE_KEEPALIVED_MODE"] = mode
     proc = await asyncio.create_subprocess_exec(
         "/bin/sh", str(DEPLOY / "keepalived" / "check-hotspare.sh"),
-        env={"PATH": "/usr/bin:/bin", "HOTSPARE_ADMIN_URL": admin_url, "HOTSPARE_KEEPALIVED_STATE": str(mark)},
+        env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await asyncio.wait_for(proc.communicate(), 30)
@@ -283,8 +305,18 @@ async def test_keepalived_check_script(admin_api: str, tmp_path: Path) -> None:
     await server.wait_closed()
     code, out = await run_check(dead, "MASTER", tmp_path)
     assert code == 1, out
-    # A BACKUP does not run the router: its absence is not a failure there.
-    assert (await run_check(dead, "BACKUP", tmp_path))[0] == 0
+    # A pair: both routers always run, so a dead one fails on a BACKUP too (it must not
+    # take the address) ...
+    assert (await run_check(dead, "BACKUP", tmp_path))[0] == 1
+    # ... and one cut off from etcd fails (it cannot fail over: the other should serve).
+    code, out = await run_check(admin_api + "/cut", "MASTER", tmp_path)
+    assert code == 1 and "cannot reach etcd" in out
+    # Single mode: a BACKUP does not run the router: its absence is not a failure there.
+    assert (await run_check(dead, "BACKUP", tmp_path, mode="single"))[0] == 0
+    assert (await run_check(dead, "MASTER", tmp_path, mode="single"))[0] == 1
+    # Without the variable, the mode comes from the deployment file.
+    assert (await run_check(dead, "BACKUP", tmp_path, mode="", config="district.yaml"))[0] == 0
+    assert (await run_check(dead, "BACKUP", tmp_path, mode="", config="pair-r1.yaml"))[0] == 1
     # Something else answering on the admin port (not /v1/status JSON) is a failure.
     code, _ = await run_check(admin_api + "/nope-", "MASTER", tmp_path)
     assert code == 1
@@ -327,3 +359,88 @@ def test_keepalived_scripts_parse() -> None:
     conf = (DEPLOY / "keepalived" / "keepalived.conf").read_text()
     assert "check-hotspare.sh" in conf and "notify-hotspare.sh" in conf
     assert conf.count("{") == conf.count("}")
+
+
+# -- etcd -------------------------------------------------------------------------------
+
+ETCD_MEMBERS = {"r1": "10.20.0.8", "r2": "10.20.0.9", "w": "10.20.0.7"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def loopback_etcd_config(name: str, ports: dict[str, tuple[int, int]], data: Path) -> dict[str, Any]:
+    """The shipped member file with its addresses moved to loopback ports and TLS left out
+    (the test has no certificates): everything else is run exactly as shipped."""
+    text = (DEPLOY / "etcd" / f"etcd-{name}.conf.yml").read_text()
+    text = text.replace(",https://127.0.0.1:2379", "")
+    for member, ip in ETCD_MEMBERS.items():
+        client, peer = ports[member]
+        text = text.replace(f"https://{ip}:2379", f"http://127.0.0.1:{client}")
+        text = text.replace(f"https://{ip}:2380", f"http://127.0.0.1:{peer}")
+    conf: dict[str, Any] = yaml.safe_load(text)
+    assert conf.pop("client-transport-security")["trusted-ca-file"]
+    assert conf.pop("peer-transport-security")["client-cert-auth"] is True
+    assert "10.20.0." not in json.dumps(conf) and "https" not in json.dumps(conf)  # every address moved
+    conf["data-dir"] = str(data / name)
+    conf["log-outputs"] = ["stderr"]
+    return conf
+
+
+def test_the_etcd_members_form_a_cluster_as_shipped(tmp_path: Path) -> None:
+    etcd, etcdctl = need("etcd"), need("etcdctl")
+    ports = {m: (free_port(), free_port()) for m in ETCD_MEMBERS}
+    procs = []
+    try:
+        for name in ETCD_MEMBERS:
+            conf = loopback_etcd_config(name, ports, tmp_path)
+            assert conf["name"] == f"etcd-{name}"
+            path = tmp_path / f"{name}.yml"
+            path.write_text(yaml.safe_dump(conf))
+            with (tmp_path / f"{name}.log").open("w") as log:
+                procs.append(subprocess.Popen([etcd, "--config-file", str(path)], stdout=subprocess.DEVNULL,
+                                              stderr=log))
+        endpoints = ",".join(f"http://127.0.0.1:{c}" for c, _ in ports.values())
+        deadline = time.monotonic() + 30
+        while True:
+            result = run([etcdctl, "--endpoints", endpoints, "endpoint", "health"], env={"ETCDCTL_API": "3"})
+            if result.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)  # polling a subprocess's health with a deadline
+        logs = "".join((tmp_path / f"{n}.log").read_text()[-2000:] for n in ETCD_MEMBERS)
+        assert result.returncode == 0, result.stdout + result.stderr + logs
+        members = run([etcdctl, "--endpoints", endpoints, "member", "list"], env={"ETCDCTL_API": "3"})
+        assert sorted(line.split(", ")[2] for line in members.stdout.splitlines()) == ["etcd-r1", "etcd-r2", "etcd-w"]
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def test_etcd_unit_verifies() -> None:
+    tool = need("systemd-analyze")
+    result = run([tool, "verify", str(DEPLOY / "etcd" / "etcd.service")])
+    assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
+
+
+@pytest.mark.parametrize(("mode", "state", "calls"), [
+    ("pair", "MASTER", ""), ("pair", "BACKUP", ""),  # a pair: the router runs on both, always
+    ("single", "BACKUP", "stop hotspare-router.service\n"),
+])
+def test_keepalived_notify_moves_only_the_address_in_a_pair(mode: str, state: str, calls: str, tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "systemctl").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "calls"}\n')
+    (bin_dir / "systemctl").chmod(0o755)
+    mark = tmp_path / "mark"
+    # The mode as the scripts find it: from the deployment file (a cluster: section or not).
+    config = DEPLOY / "examples" / ("pair-r1.yaml" if mode == "pair" else "district.yaml")
+    result = run(["/bin/sh", str(DEPLOY / "keepalived" / "notify-hotspare.sh"), "INSTANCE", "hotspare_vip", state, "150"],
+                 env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOTSPARE_KEEPALIVED_STATE": str(mark),
+                      "HOTSPARE_CONFIG": str(config)})
+    assert result.returncode == 0, result.stderr
+    assert mark.read_text() == state + "\n"
+    assert ((tmp_path / "calls").read_text() if (tmp_path / "calls").exists() else "") == calls

@@ -66,11 +66,14 @@ def _raised_codes() -> set[str]:
     """Every alarm code the router's code can raise, read from the raising calls."""
     src = {p: (REPO / p).read_text() for p in (
         "router/failover/handlers.py", "router/failover/controller.py",
-        "router/failover/publish.py", "router/admin/reload.py")}
+        "router/failover/publish.py", "router/admin/reload.py",
+        "router/cluster/node.py", "router/cluster/steer.py")}
     codes = {c.lower() for c in re.findall(r"RaiseAlarm\(Cause\.(\w+)", src["router/failover/handlers.py"])}
     codes |= set(re.findall(r'\.alarm\("(\w+)"', src["router/failover/controller.py"]))
     codes |= set(re.findall(r'_alarm_event\("(\w+)"', src["router/failover/publish.py"]))
     codes |= set(re.findall(r'code="(\w+)"', src["router/admin/reload.py"]))
+    for cluster in ("router/cluster/node.py", "router/cluster/steer.py"):
+        codes |= set(re.findall(r'\.alarm\(\s*"(\w+)"', src[cluster]))
     return codes
 
 
@@ -78,7 +81,8 @@ def test_every_alarm_the_router_raises_has_a_hint_whose_runbook_section_exists()
     codes = _raised_codes()
     assert codes == {"spare_unhealthy", "promotion_failed", "fence_failed", "hold_timeout", "hold_down",
                      "automatic_off", "state_write_failed", "reload_refused", "promotion_alarm",
-                     "audit_write_failed"}
+                     "audit_write_failed", "etcd_unreachable", "cluster_state_invalid",
+                     "promotion_interrupted"}
     assert codes - set(ALARM_HINTS) == set()
     anchors = _anchors((REPO / RUNBOOK).read_text())
     missing = {c: h.anchor for c, h in ALARM_HINTS.items() if h.anchor not in anchors}
