@@ -155,16 +155,17 @@ async def decider_kill_mid_promotion(f: Faults) -> None:
             new = [s for s in f.world.steps()[before:] if s.phase == "start"]
             return new[0].router if new else None
         d = await f.world.wait("a promotion step running", started, 15.0)
+        run = next(s for s in f.world.steps()[before:] if s.phase == "start")
         t = time.time()
         f.world.routers[d].kill()
         f.world.gate.touch()  # the next runs (and the orphaned step) are free to go
-
-        async def reported() -> bool:
-            p = await f.world.promotion()
-            return p is not None and p.get("status") == "interrupted"
-        await f.world.wait("the run reported interrupted", reported, 15.0)
-        await f.world.routers[d].start()
-        f.impair(d, t)
+        try:
+            async def reported() -> bool:
+                return await f.world.interrupted(run.run_id) is not None
+            await f.world.wait("the run reported interrupted", reported, 15.0)
+        finally:
+            await f.world.routers[d].start()
+            f.impair(d, t)
     finally:
         f.world.gate.touch()
         await f.world.backends[s0["active"]].start()

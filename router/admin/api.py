@@ -20,8 +20,9 @@ Rules:
    Either way the machine takes the event or raises and changes nothing, so a refusal
    is answered 409 before anything moved. The token check comes first; a request's
    body, service and backend are checked here before anything is sent on. A dry run
-   asks a copy of this router's machine. Drained backends are each machine's own
-   admin state (``machine.maintenance``), not a record of the API's.
+   asks a copy of this router's machine. Drained backends are the failover layer's
+   admin state (``ctl.drained``: the machine's, on a follower the shared record's), not
+   a record of the API's.
 4. No secret in an answer: promotion records (:mod:`.promotions`) go through ``Redactor``
    (the configured steps' secrets, the admin and replication tokens, DSN patterns) even
    with the token, so records written before redaction existed are covered too.
@@ -166,7 +167,7 @@ def _document(request: web.Request) -> dict[str, Any]:
 
 def maintenance_of(router: RouterControl) -> dict[tuple[str, str], float]:
     """The drained backends, from each machine (its own admin state: rule 3)."""
-    return {(name, b): 0.0 for name, ctl in router.controllers.items() for b in ctl.machine.maintenance}
+    return {(name, b): 0.0 for name, ctl in router.controllers.items() for b in ctl.drained}
 
 
 async def _status(request: web.Request) -> web.Response:
@@ -251,7 +252,7 @@ def _dry_run(request: web.Request, svc: ServiceConfig, kind: str, to: str, refus
         service=svc, kind="switchover" if kind == "switchover" else "failover",
         state=stats.state, active=stats.active, epoch=stats.epoch, target=to,
         target_healthy=target.healthy if target.probe is not None else None,
-        target_maintenance=to in request.app[ROUTER_KEY].controllers[svc.name].machine.maintenance,
+        target_maintenance=to in request.app[ROUTER_KEY].controllers[svc.name].drained,
         replication=request.app[AGENTS_KEY].get(agent) if agent else None,
         refusal=refusal,
     ))

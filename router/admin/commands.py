@@ -158,7 +158,7 @@ async def _move(router: RouterControl, svc: ServiceConfig, ctl: ServiceControlle
     to = backend_of(svc, args["to"])
     now = time.monotonic()
     event: Event = AdminSwitchover(now, to) if kind == "switchover" else AdminFailover(now, to)
-    if kind == "switchover" and to in ctl.machine.maintenance:
+    if kind == "switchover" and to in ctl.drained:
         raise ApiError(409, f"{to} is in maintenance (drained); POST /v1/services/{svc.name}/backends/{to}/ready first")
     old, alarms_before = ctl.machine.active, len(ctl.alarms)
     await _apply(ctl, event)
@@ -202,7 +202,7 @@ async def _drain(router: RouterControl, svc: ServiceConfig, ctl: ServiceControll
                             f"first (POST /v1/services/{svc.name}/switchover)")
     # Maintenance is the machine's own admin state: no failover or switchover target,
     # whatever its probes say, until ready.
-    was = b in ctl.machine.maintenance
+    was = b in ctl.drained
     await _apply(ctl, AdminDrain(time.monotonic(), b))
     if not was:
         log.warning("service %s: backend %s drained for maintenance: not a failover target until ready",
@@ -215,7 +215,7 @@ async def _ready(router: RouterControl, svc: ServiceConfig, ctl: ServiceControll
     if ctl.checker.started and ctl.checker.health(b) is Health.DOWN:
         raise ApiError(409, f"{b} fails its health checks; it becomes a failover target again once its "
                             "probes pass")
-    was = b in ctl.machine.maintenance
+    was = b in ctl.drained
     await _apply(ctl, AdminReady(time.monotonic(), b))  # may fail over to b at once (degraded for want of it)
     if was:
         log.warning("service %s: backend %s ready again after maintenance", svc.name, b)

@@ -83,6 +83,14 @@ class _Fields:
             raise self.fail(name, f"an integer {low}..{high}")
         return v
 
+    def names(self, name: str) -> tuple[str, ...]:
+        """An optional list of distinct non-empty strings (absent: empty), sorted."""
+        v = self.doc.get(name, [])
+        if not isinstance(v, list) or len(v) > 64 or not all(isinstance(x, str) and x for x in v) \
+                or len(set(v)) != len(v):
+            raise self.fail(name, "a list of distinct backend names")
+        return tuple(sorted(v))
+
     def number(self, name: str) -> float:
         v = self.doc.get(name)
         if not isinstance(v, int | float) or isinstance(v, bool) or not 0 <= v < 1e11:
@@ -103,23 +111,24 @@ class StateRecord:
     refusal: Refusal | None
     by: str  # the router that wrote it
     at: float  # unix time of the write
+    drained: tuple[str, ...] = ()  # backends drained by an operator, sorted
 
     @classmethod
     def of(cls, d: Decision, by: str, at: float) -> StateRecord:
-        return cls(d.active, d.epoch, d.mode, d.state, d.refusal, by, at)
+        return cls(d.active, d.epoch, d.mode, d.state, d.refusal, by, at, d.drained)
 
     def decision(self) -> Decision:
-        return Decision(self.active, self.epoch, self.mode, self.state, self.refusal)
+        return Decision(self.active, self.epoch, self.mode, self.state, self.refusal, drained=self.drained)
 
     def encode(self) -> bytes:
         r = self.refusal
         refusal = None if r is None else {"status": r.status, "retry_after": r.retry_after, "reason": r.reason}
         return _dump({"active": self.active, "epoch": self.epoch, "mode": self.mode, "state": self.state,
-                      "refusal": refusal, "by": self.by, "at": self.at})
+                      "refusal": refusal, "by": self.by, "at": self.at, "drained": list(self.drained)})
 
     @classmethod
     def decode(cls, raw: bytes, where: str) -> StateRecord:
-        f = _Fields(raw, where, ("active", "epoch", "mode", "state", "refusal", "by", "at"))
+        f = _Fields(raw, where, ("active", "epoch", "mode", "state", "refusal", "by", "at", "drained"))
         refusal = None
         r = f.doc.get("refusal")
         if r is not None:
@@ -127,7 +136,7 @@ class StateRecord:
             refusal = Refusal(g.integer("status", low=100, high=599), g.integer("retry_after", high=86400),
                               g.text("reason"))
         return cls(f.text("active"), f.integer("epoch"), f.text("mode", MODES), f.text("state", STATES),
-                   refusal, f.text("by"), f.number("at"))
+                   refusal, f.text("by"), f.number("at"), f.names("drained"))
 
 
 @dataclass(frozen=True, slots=True)

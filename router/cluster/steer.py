@@ -152,18 +152,19 @@ class Steering:
         try:
             kv = await n.client.get(n.keys.state(service))
             active, epoch = ctl.decision.active, ctl.decision.epoch  # the seed: this router's file
+            drained: tuple[str, ...] = ()
             if kv is not None:
                 rec = self._valid(service, ctl, kv)
                 if rec is None:
                     raise StateFileError(f"etcd {kv.key}: not a valid state record")
-                g.state_rev, active, epoch = kv.mod_revision, rec.active, rec.epoch
+                g.state_rev, active, epoch, drained = kv.mod_revision, rec.active, rec.epoch, rec.drained
             pk = await n.client.get(n.keys.promotion(service))
             if pk is not None:
                 g.promotion_rev = pk.mod_revision
                 burned = await self._unfinished(service, ctl, pk)
                 if burned is not None and burned >= epoch:
                     epoch = burned + 1  # the interrupted run's token is never used again
-            await ctl.lead(active, epoch)
+            await ctl.lead(active, epoch, drained)
         except (EtcdError, StateFileError) as exc:
             n.store.guards.pop(service, None)
             ctl.stand_down()

@@ -249,7 +249,7 @@ class ServiceController(Roles, Promoting):
         puts the machine back and raises :class:`StateFileError` after the alarm."""
         before = copy.deepcopy(self.machine)
         actions = self.machine.handle(event)  # FailoverError: the machine is unchanged
-        decision = self.decision.after(actions)
+        decision = dataclasses.replace(self.decision.after(actions), drained=tuple(sorted(self.machine.maintenance)))
         try:
             await self._store.save(self.service.name, decision)
         except StateFileError as exc:

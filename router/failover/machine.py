@@ -44,7 +44,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from hotspare.causes import Cause
@@ -220,14 +220,17 @@ class FailoverMachine:
 
     __slots__ = ("facts", "settings", "state")
 
-    def __init__(self, settings: FailoverSettings, active: str, epoch: int) -> None:
+    def __init__(self, settings: FailoverSettings, active: str, epoch: int, drained: Iterable[str] = ()) -> None:
         if active not in settings.backends:
             raise ValueError(f"active backend {active!r} is not one of {list(settings.backends)}")
         if epoch < 0:
             raise ValueError(f"epoch: expected an integer >= 0, got {epoch}")
         self.settings = settings
         self.state = State.ACTIVE
-        self.facts = Facts(active, epoch, dict.fromkeys(settings.backends, True))
+        # drained: backends an operator drained, carried over when another router of a
+        # pair starts deciding (router/failover/roles.py); unknown names are dropped.
+        maintenance = frozenset(b for b in drained if b in settings.backends and b != active)
+        self.facts = Facts(active, epoch, dict.fromkeys(settings.backends, True), maintenance)
 
     @property
     def active(self) -> str:

@@ -57,13 +57,15 @@ class Roles:
         controller follows until :meth:`lead`."""
         self._store, self.gate, self.hooks, self.deciding = store, gate, hooks, False
 
-    async def lead(self, active: str, epoch: int) -> None:
-        """Rule 1: decide from now on, from ``active`` at ``epoch``."""
+    async def lead(self, active: str, epoch: int, drained: tuple[str, ...] = ()) -> None:
+        """Rule 1: decide from now on, from ``active`` at ``epoch`` (with the backends the
+        previous decider had drained still drained)."""
         async with self._turn:
             self._cancel_timers()
-            machine = FailoverMachine(self.machine.settings, active, epoch)
+            machine = FailoverMachine(self.machine.settings, active, epoch, drained)
             actions = machine.start()
-            decision = dataclasses.replace(self.decision, state=State.ACTIVE.value).after(actions)
+            decision = dataclasses.replace(self.decision, state=State.ACTIVE.value,
+                                           drained=tuple(sorted(machine.maintenance))).after(actions)
             await self._store.save(self.service.name, decision)  # StateFileError: still a follower
             was = self.director.mode
             self.machine, self.decision, self.deciding = machine, decision, True
@@ -72,6 +74,12 @@ class Roles:
             if was == "hold":
                 self.director.release()
         self.publisher.notice(f"this router decides now: {active} active at epoch {epoch}")
+
+    @property
+    def drained(self) -> frozenset[str]:
+        """Backends drained by an operator: the machine's own set while this router decides
+        (or runs alone), the shared record's on a follower."""
+        return self.machine.maintenance if self.deciding else frozenset(self.decision.drained)
 
     def stand_down(self) -> None:
         """Rule 2."""

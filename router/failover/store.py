@@ -72,6 +72,7 @@ class Decision:
     state: str  # the machine's state value
     refusal: Refusal | None = None  # mode refuse: what requests are answered
     persist: bool = False  # the machine asked for a PersistState
+    drained: tuple[str, ...] = ()  # backends an operator drained (no target until ready), sorted
 
     def after(self, actions: Sequence[Action]) -> Decision:
         """Rule 5: this decision moved by ``actions`` (in order); ``persist`` says whether

@@ -34,12 +34,12 @@ async def pair(tmp_path: Path, etcd_factory: Callable[..., EtcdCluster]) -> Asyn
     try:
         a, b = await stack.backend("a"), await stack.backend("b")
         log = tmp_path / "promotions.log"
-        _, _, admin1 = await stack.router_process(router_config(tmp_path, "r1", cluster.endpoints, a.url, b.url, log))
+        r1, _, admin1 = await stack.router_process(router_config(tmp_path, "r1", cluster.endpoints, a.url, b.url, log))
         await wait_for(view.decider, what="a decider elected")
         _, base2, admin2 = await stack.router_process(router_config(tmp_path, "r2", cluster.endpoints, a.url, b.url, log))
         await wait_for(lambda: view.view("r2", "b"), what="r2 publishes its view")
         async with aiohttp.ClientSession() as s:
-            yield {"view": view, "s": s, "log": log, "admin1": admin1, "admin2": admin2, "base2": base2}
+            yield {"view": view, "s": s, "log": log, "admin1": admin1, "admin2": admin2, "base2": base2, "r1": r1}
     finally:
         await stack.close()
         await view.close()
@@ -77,6 +77,30 @@ async def test_a_switchover_sent_to_the_follower_runs_once_on_the_decider(pair: 
     assert code == 409 and "a is in maintenance" in body["error"]
     assert (await post(s, f"{admin2}/v1/services/app/backends/a/ready"))[0] == 200
     assert pair["log"].read_text().splitlines() == ["1 b r1"]
+
+
+async def _drained(s: aiohttp.ClientSession, admin: str, backend: str) -> bool:
+    svc = (await status(s, admin))["services"][0]
+    return any(b["name"] == backend and b["maintenance"] for b in svc["backends"])
+
+
+async def test_a_drained_backend_is_shared_and_stays_drained_under_the_next_decider(pair: dict[str, Any]) -> None:
+    view, s, admin2 = pair["view"], pair["s"], pair["admin2"]
+    assert await view.decider() == "r1"
+    assert (await post(s, f"{admin2}/v1/services/app/backends/b/drain"))[0] == 200
+    # The follower shows what the decider did (the shared record carries it).
+    await wait_for(lambda: _drained(s, admin2, "b"), timeout=2.0, what="r2 shows b drained")
+    pair["r1"].kill()  # SIGKILL: r2 decides once r1's lease expires
+    await wait_for(lambda: _decides(view, "r2"), timeout=10.0, what="r2 decides")
+    assert await _drained(s, admin2, "b")  # the new decider's machine kept it drained
+    code, body = await post(s, f"{admin2}/v1/services/app/switchover", {"to": "b"})
+    assert code == 409 and "b is in maintenance" in body["error"], body
+    assert (await post(s, f"{admin2}/v1/services/app/backends/b/ready"))[0] == 200
+    assert not await _drained(s, admin2, "b")
+
+
+async def _decides(view: Etcd, name: str) -> bool:
+    return await view.decider() == name
 
 
 async def test_both_routers_show_the_pair(pair: dict[str, Any]) -> None:

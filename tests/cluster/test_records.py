@@ -32,6 +32,10 @@ def test_state_round_trip_and_decision() -> None:
     assert rec.decision() == Decision("b", 7, "refuse", "degraded", Refusal(503, 2, "no backend"))
     d = Decision("a", 2, "hold", "promoting", None, persist=True)
     assert StateRecord.of(d, "r1", 5.0).decision() == Decision("a", 2, "hold", "promoting", None)
+    drained = StateRecord("a", 1, "route", "active", None, "r1", 2.0, ("b",))
+    assert StateRecord.decode(drained.encode(), KEY) == drained
+    assert drained.decision().drained == ("b",)
+    assert StateRecord.decode(state(), KEY).drained == ()  # a record of an older router
 
 
 @pytest.mark.parametrize(("raw", "message"), [
@@ -43,6 +47,9 @@ def test_state_round_trip_and_decision() -> None:
     (state(epoch="3"), "epoch: expected an integer"),
     (state(active=""), "active: expected a non-empty string"),
     (state(mode="fly"), "mode: expected one of"),
+    (state(drained="b"), "drained: expected a list of distinct backend names"),
+    (state(drained=["b", "b"]), "drained: expected a list of distinct backend names"),
+    (state(drained=[""]), "drained: expected a list of distinct backend names"),
     (state(state="asleep"), "state: expected one of"),
     (state(at="now"), "at: expected a unix time"),
     (state(extra=1), "unknown key"),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
@@ -179,6 +180,17 @@ class World:
 
     async def promotion(self) -> dict[str, Any] | None:
         return await etcdview.get_json(self.http, self.etcd_up(), self.key("promotion"))
+
+    async def interrupted(self, run_id: str) -> dict[str, Any] | None:
+        """The ``interrupted`` record of run ``run_id`` in etcd's history, or None. (Not
+        the key's current value: the next decider burns the run's epoch and may start its
+        own run at once, replacing the record within milliseconds.)"""
+        for ev in await etcdview.history(self.http, self.etcd_up()):
+            if ev.key == self.key("promotion") and ev.type == "put":
+                rec: dict[str, Any] = json.loads(ev.value)
+                if rec.get("status") == "interrupted" and rec.get("run_id") == run_id:
+                    return rec
+        return None
 
     async def members(self) -> list[str]:
         kvs = await etcdview.get_prefix(self.http, self.etcd_up(), f"{PREFIX}/members/")

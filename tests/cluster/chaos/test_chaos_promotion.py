@@ -33,8 +33,7 @@ async def test_decider_killed_mid_promotion_step(world: World) -> None:
     world.routers[run.router].kill()
 
     async def interrupted() -> dict[str, object] | None:
-        p = await world.promotion()
-        return p if p is not None and p.get("status") == "interrupted" else None
+        return await world.interrupted(str(promo["run_id"]))
     p = await world.wait("the next decider to report the run interrupted", interrupted, world.lease_ttl + 6.0)
     assert p["by"] not in (None, run.router), p
     assert p["run_id"] == promo["run_id"] and p["epoch"] == promo["epoch"], (p, promo)
