@@ -48,6 +48,7 @@ from router.proxy.listeners import make_redirect_handler, server_ssl_context
 from router.proxy.rewrite import Rewriter
 from router.proxy.routes import ServiceRuntime, ServiceTable, client_timeout, make_target
 from router.proxy.upstream import BackendPool, PoolKey, pool_key
+from router.workers.host import DataPathHost
 
 from . import metrics
 from .config import Config, ServiceConfig, parse_hostport
@@ -95,6 +96,7 @@ class Router:
         self._servers: list[GuardedServer] = []  # one per proxy listener (limits on reload)
         self._admin_runner: web.AppRunner | None = None
         self.bound: BoundAddresses | None = None
+        self.data_path: DataPathHost | None = None  # set: worker processes serve the listeners (router/workers/)
         for line in self.unfinished_promotions:
             log.error("unfinished promotion from before this start (the router died during it): %s; "
                       "check the old and new active by hand (`hotspare promote --history`)", line)
@@ -210,9 +212,11 @@ class Router:
         self.state_file.acquire()  # again after a stop(); StateFileError if taken meanwhile
         self._started = True
         try:
+            if self.data_path is not None:  # the workers serve them (router/workers/), probes start after
+                listeners = await self.data_path.start()
             for ctl in self.controllers.values():
                 self._run_controller(ctl)
-            for i, lc in enumerate(config.listen):
+            for i, lc in enumerate(config.listen if self.data_path is None else ()):
                 host, port = lc.host_port
                 handler = make_redirect_handler(lc.https_port) if lc.redirect_to_https else self.proxy.handle
                 server = GuardedServer(handler, config.limits)
@@ -254,7 +258,11 @@ class Router:
         4. stop the failover controllers (their probes and any promotion run: the
            audit log shows a cancelled run as unfinished);
         5. close the backend pools and flush the access log.
+
+        With worker processes, steps 1 and 2 happen in each of them first (router/workers/).
         """
+        if self.data_path is not None:
+            await self.data_path.stop()
         for site in self._sites:
             await site.stop()
         self._sites.clear()
@@ -295,6 +303,8 @@ class Router:
         for server in self._servers:
             server.set_limits(config.limits)  # connections accepted from now on
         self.config = config
+        if self.data_path is not None:
+            self.data_path.reload(config)
         log.info("reload: configuration applied (%d services)", len(config.services))
 
     def statistics(self) -> RouterStatistics:
@@ -316,7 +326,7 @@ class Router:
                     backends=tuple(BackendStatistics(b.name, b.url, b.healthy, _probe_statistics(ctl, b.name))
                                    for b in snap.backends),
                     alarms=tuple(ctl.alarms),
-                    held_requests=len(ctl.director.hold),
+                    held_requests=len(ctl.director.hold) + (self.data_path.held(sc.name) if self.data_path else 0),
                     target=machine.target,
                     cause=machine.cause.value if machine.cause else None,
                 )

@@ -55,11 +55,14 @@ class FailoverDirector:
         self.state = "active"
         self._health_of = health_of
         self._changed = asyncio.Event()
+        self.on_change: Callable[[], None] | None = None  # route, mode or health changed (router/workers)
 
     def wake(self) -> None:
         """Wake every request waiting for a decision (route, mode or health changed)."""
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
+        if self.on_change is not None:
+            self.on_change()
 
     def set_mode(self, mode: str, refusal: Refusal | None = None) -> None:
         self.mode, self.refusal = mode, refusal
