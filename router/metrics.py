@@ -7,9 +7,25 @@ are bounded: ``service``, ``backend``, ``cause``, ``method``, ``code`` (a class 
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from collections.abc import Callable, Iterable
 
-REGISTRY = CollectorRegistry(auto_describe=True)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import Metric
+
+
+class _Registry(CollectorRegistry):
+    """``merge``, when set (a decider with worker processes, router/workers/metricsmerge.py),
+    adds the workers' samples to this process's at every collect: /metrics and the
+    history sampler read the sum."""
+
+    merge: Callable[[Iterable[Metric]], Iterable[Metric]] | None = None
+
+    def collect(self) -> Iterable[Metric]:
+        own = super().collect()
+        return own if self.merge is None else self.merge(own)
+
+
+REGISTRY = _Registry(auto_describe=True)
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 

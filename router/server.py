@@ -33,13 +33,11 @@ from typing import Any
 
 from aiohttp import web
 
-from promote.audit import AuditLog
 from router.admin.api import build_admin_app
 from router.admin.commands import execute
 from router.admin.control import (
     BackendStatistics,
     ClusterStatistics,
-    ProbeStatistics,
     RouterStatistics,
     ServiceStatistics,
 )
@@ -55,10 +53,12 @@ from router.proxy.listeners import make_redirect_handler, server_ssl_context
 from router.proxy.rewrite import Rewriter
 from router.proxy.routes import ServiceRuntime, ServiceTable, client_timeout, make_target
 from router.proxy.upstream import BackendPool, PoolKey, pool_key
+from router.workers.host import DataPathHost
 
 from . import metrics
 from .config import Config, ServiceConfig, parse_hostport
 from .errors import StateFileError
+from .snapshot import probe_statistics, unfinished_runs
 
 __all__ = ["BoundAddresses", "Router"]
 
@@ -86,7 +86,7 @@ class Router:
         except BaseException:
             self.state_file.release()
             raise
-        self.unfinished_promotions = _unfinished_runs(config)
+        self.unfinished_promotions = unfinished_runs(config)
         self.events = EventFeed()  # every controller publishes here; observers read it
         self.controllers: dict[str, ServiceController] = {}
         self.directors: dict[str, Director] = {}
@@ -105,6 +105,7 @@ class Router:
         self._servers: list[GuardedServer] = []  # one per proxy listener (limits on reload)
         self._admin_runner: web.AppRunner | None = None
         self.bound: BoundAddresses | None = None
+        self.data_path: DataPathHost | None = None  # set: worker processes serve the listeners (router/workers/)
         for line in self.unfinished_promotions:
             log.error("unfinished promotion from before this start (the router died during it): %s; "
                       "check the old and new active by hand (`hotspare promote --history`)", line)
@@ -222,9 +223,11 @@ class Router:
         self.state_file.acquire()  # again after a stop(); StateFileError if taken meanwhile
         self._started = True
         try:
+            if self.data_path is not None:  # the workers serve them (router/workers/), probes start after
+                listeners = await self.data_path.start()
             for ctl in self.controllers.values():
                 self._run_controller(ctl)
-            for i, lc in enumerate(config.listen):
+            for i, lc in enumerate(config.listen if self.data_path is None else ()):
                 host, port = lc.host_port
                 handler = make_redirect_handler(lc.https_port) if lc.redirect_to_https else self.proxy.handle
                 server = GuardedServer(handler, config.limits)
@@ -279,13 +282,19 @@ class Router:
     async def stop(self) -> None:
         """Graceful stop, in this order:
 
-        0. in a pair: stop deciding, revoke the lease (another router decides at once);
         1. close every listening socket (no new connections; in-flight go on);
         2. let in-flight requests finish, up to ``shutdown_grace``, then cancel them;
         3. close the admin listener;
         4. stop the failover controllers (their probes and any promotion run: the
            audit log shows a cancelled run as unfinished);
-        5. close the backend pools, flush the access log, close the etcd client. """
+        5. close the backend pools, flush the access log, close the etcd client.
+
+        With worker processes, steps 1 and 2 happen in each of them first (router/workers/),
+        while this process still decides (or follows) for them. Then a router of a pair
+        stands down and revokes its lease (the other one decides at once), and 1-5 follow.
+        """
+        if self.data_path is not None:
+            await self.data_path.stop()
         if self.pair is not None:
             await self.pair.stop()
         for site in self._sites:
@@ -332,6 +341,8 @@ class Router:
         for server in self._servers:
             server.set_limits(config.limits)  # connections accepted from now on
         self.config = config
+        if self.data_path is not None:
+            self.data_path.reload(config)
         log.info("reload: configuration applied (%d services)", len(config.services))
 
     def statistics(self) -> RouterStatistics:
@@ -350,45 +361,15 @@ class Router:
                     # confirm here before they accept its steps (docs/replication.md).
                     epoch=max(snap.epoch, machine.epoch),
                     state=snap.state,
-                    backends=tuple(BackendStatistics(b.name, b.url, b.healthy, _probe_statistics(ctl, b.name))
+                    backends=tuple(BackendStatistics(b.name, b.url, b.healthy, probe_statistics(ctl, b.name))
                                    for b in snap.backends),
                     alarms=tuple(ctl.alarms),
-                    held_requests=len(ctl.director.hold),
+                    held_requests=len(ctl.director.hold) + (self.data_path.held(sc.name) if self.data_path else 0),
                     target=machine.target,
                     cause=machine.cause.value if machine.cause else None,
                 )
             )
         return RouterStatistics(tuple(out), self.unfinished_promotions)
-
-
-def _probe_statistics(ctl: ServiceController, backend: str) -> ProbeStatistics | None:
-    """The detector's view of ``backend``; None before its first probe."""
-    if not ctl.checker.started:
-        return None
-    prober = ctl.checker.prober(backend)
-    snap = prober.detector.snapshot()
-    if snap.probe_failures == 0 and snap.probe_successes == 0 and prober.probes_sent == 0:
-        return None
-    good = f"{snap.probe_successes} good in a row" if snap.probe_successes else ""
-    return ProbeStatistics(
-        ok=snap.probe_failures == 0,
-        health=snap.health.value,
-        detail=snap.last_detail or good or "-",
-        failures=snap.probe_failures,
-        successes=snap.probe_successes,
-        probes_sent=prober.probes_sent,
-    )
-
-
-def _unfinished_runs(config: Config) -> tuple[str, ...]:
-    """Promotion runs with a start and no end in the audit log, one line each."""
-    out = []
-    for r in AuditLog(config.audit_log_path).unfinished():
-        where = ""
-        if r.last_step is not None:
-            where = f" stopped during step {r.last_step.get('index')}. {r.last_step.get('name')}"
-        out.append(f"run {r.run_id} of {r.service} {r.old}->{r.new} epoch {r.epoch} started {r.started}{where}")
-    return tuple(out)
 
 
 def _sockname(runner: web.BaseRunner) -> tuple[str, int]:

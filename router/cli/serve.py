@@ -18,6 +18,7 @@ from router.admin.api import ApiError, reload_from_source
 from router.config import Config, LogConfig, load_config
 from router.errors import StateFileError
 from router.server import Router
+from router.workers.supervisor import Supervisor
 
 __all__ = ["add_arguments", "run", "serve", "setup_logging"]
 
@@ -46,6 +47,8 @@ async def serve(config: Config, path: Path) -> int:
         log.critical("cannot start: %s", exc)
         print(f"hotspare router: cannot start: {exc}", file=sys.stderr)
         return 1
+    if config.worker_count > 1:  # the workers serve the listeners; this process decides
+        router.data_path = Supervisor(router)
     await router.start()
     loop = asyncio.get_running_loop()
     wake = asyncio.Event()

@@ -8,6 +8,7 @@ are valid, and check-config must print every error in one run.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -357,6 +358,9 @@ class Config(StrictModel):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     # SIGTERM: how long in-flight requests may take to finish.
     shutdown_grace: Duration = 10.0
+    # Processes that serve the listeners (router/workers/); default: the cores this process
+    # may run on. 1: one process does everything (no worker is started).
+    workers: int | None = Field(default=None, ge=1, le=256)
     # The name this proxy gives itself in Via headers.
     via_name: str = "hotspare"
     services: list[ServiceConfig] = Field(min_length=1)
@@ -378,6 +382,11 @@ class Config(StrictModel):
             if "source" in data:
                 data = {k: v for k, v in data.items() if k != "source"}
         return data
+
+    @property
+    def worker_count(self) -> int:
+        """``workers``, or the cores this process may run on when unset."""
+        return self.workers or len(os.sched_getaffinity(0))
 
     @property
     def audit_log_path(self) -> Path:

@@ -59,11 +59,14 @@ class FailoverDirector:
         # DOWN here: in a router pair the decision comes from the decider through etcd
         # (router/cluster/node.py sets it to the lease TTL); 0 for a router alone.
         self.follow_grace = 0.0
+        self.on_change: Callable[[], None] | None = None  # route, mode or health changed (router/workers)
 
     def wake(self) -> None:
         """Wake every request waiting for a decision (route, mode or health changed)."""
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
+        if self.on_change is not None:
+            self.on_change()
 
     def set_mode(self, mode: str, refusal: Refusal | None = None) -> None:
         self.mode, self.refusal = mode, refusal

@@ -72,9 +72,31 @@ class RouterProcess:
             self.proc.wait()
 
     def memory_kib(self) -> dict[str, int]:
+        """VmHWM and VmRSS of the router process or of its worker processes (the
+        data path), whichever is largest."""
         assert self.proc is not None
-        text = Path(f"/proc/{self.proc.pid}/status").read_text()
-        return {k: int(v.split()[0]) for k, v in re.findall(r"^(VmHWM|VmRSS):\s+(.+)$", text, re.M)}
+        out = {"VmHWM": 0, "VmRSS": 0}
+        for pid in [self.proc.pid, *_children(self.proc.pid)]:
+            try:
+                text = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue  # a worker that exited meanwhile
+            for k, v in re.findall(r"^(VmHWM|VmRSS):\s+(.+)$", text, re.M):
+                out[k] = max(out[k], int(v.split()[0]))
+        return out
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(entry.name))
+    return kids
 
 
 @pytest.fixture
