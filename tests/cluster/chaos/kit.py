@@ -46,8 +46,12 @@ PREFIX = "/hotspare/chaos"
 
 class World:
     def __init__(self, root: Path, etcd: EtcdCluster, routers: Sequence[str] = ("r1", "r2", "r3"),
-                 rate: float = 50.0, lease_ttl: int = 2, hold_down: str = "60s") -> None:
+                 rate: float = 50.0, lease_ttl: int = 2, hold_down: str = "60s", workers: int = 1) -> None:
         self.root = root
+        # One process per router by default: three routers x (decider + workers) on a
+        # 2-core machine would measure CPU starvation; tests/cluster/test_pair*.py run
+        # their routers with the default workers.
+        self.workers = workers
         root.mkdir(parents=True, exist_ok=True)
         self.hold_down = hold_down
         self.etcd = etcd
@@ -91,6 +95,7 @@ class World:
             "listen": [f"127.0.0.1:{r.listen_port}"],
             "admin": {"listen": f"127.0.0.1:{r.admin_port}"},
             "state_file": str(r.dir / "state.json"),
+            "workers": self.workers,
             "log": {"access_log": None},
             "shutdown_grace": "1s",
             "services": [{
