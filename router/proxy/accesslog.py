@@ -13,6 +13,11 @@ Rules:
    it, at interpreter exit. A busy router makes one write(2) per batch, not per request.
    ``reopen()`` (on SIGHUP) reopens a file for log rotation. The formatted timestamp is
    cached per second.
+4. Several worker processes may write one log (router/workers/): a file is opened
+   O_APPEND and each batch is one write(2), which Linux appends whole; standard output
+   (``"-"``, a pipe to journald or a terminal) is written in pieces of at most
+   ``PIPE_BUF`` bytes cut at line ends, the size a pipe writes atomically, so two
+   processes' lines never interleave (a single line longer than that is written alone).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import asyncio
 import atexit
 import json
 import re
+import select
 import sys
 import time
 from typing import IO
@@ -28,6 +34,7 @@ from typing import IO
 __all__ = ["FLUSH_INTERVAL", "FLUSH_SIZE", "AccessLog", "AccessRecord"]
 
 FLUSH_INTERVAL = 0.1  # seconds a line may wait in the buffer
+PIPE_BUF = getattr(select, "PIPE_BUF", 512)  # bytes a pipe writes atomically (Linux: 4096; POSIX: >= 512)
 FLUSH_SIZE = 65536  # bytes buffered before a write regardless of the interval
 
 _ESCAPE = re.compile(r'[\x00-\x1f\x7f"\\]')
@@ -179,8 +186,9 @@ class AccessLog:
         self._buf.clear()
         self._size = 0
         try:
-            self._out.write(data)
-            self._out.flush()
+            for piece in _pieces(data) if self.path == "-" else (data,):
+                self._out.write(piece)
+                self._out.flush()
         except OSError:
             pass  # a full disk must not take the proxy down; the error log says more
 
@@ -190,3 +198,18 @@ class AccessLog:
         if self._out is not None and self.path != "-":
             self._out.close()
         self._out = None
+
+
+def _pieces(data: bytes, limit: int = PIPE_BUF) -> list[bytes]:
+    """``data`` (whole lines) cut at line ends into pieces of at most ``limit`` bytes
+    (rule 4); a longer line is a piece of its own."""
+    out: list[bytes] = []
+    start = 0
+    while len(data) - start > limit:
+        cut = data.rfind(b"\n", start, start + limit)
+        end = cut + 1 if cut >= start else data.index(b"\n", start) + 1
+        out.append(data[start:end])
+        start = end
+    if start < len(data):
+        out.append(data[start:])
+    return out

@@ -118,3 +118,19 @@ def test_sigterm_right_after_the_last_answer_loses_no_line(tmp_path: Path) -> No
         stack.close()
     rids = re.findall(r"rid=(sig-\d+) ", path.read_text())
     assert rids == [f"sig-{i}" for i in range(N_REQUESTS)]
+
+
+def test_standard_output_is_written_in_whole_lines_of_at_most_pipe_buf() -> None:
+    """Rule 4: several worker processes share one pipe; a piece of at most PIPE_BUF
+    bytes, cut at a line end, is written by the kernel whole."""
+    from router.proxy.accesslog import PIPE_BUF, _pieces
+
+    lines = [(f"line {i} " + "x" * (i * 37 % 300)).encode() + b"\n" for i in range(400)]
+    data = b"".join(lines)
+    pieces = _pieces(data)
+    assert b"".join(pieces) == data
+    assert all(len(p) <= PIPE_BUF and p.endswith(b"\n") for p in pieces)
+    assert len(pieces) > 1
+    long = b"y" * (PIPE_BUF + 10) + b"\n"
+    assert _pieces(b"a\n" + long + b"b\n") == [b"a\n", long, b"b\n"]  # a long line alone
+    assert _pieces(b"") == []
