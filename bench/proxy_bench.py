@@ -55,8 +55,11 @@ BODIES = {"100b": 100, "1mib": 1024 * 1024}
 # Minimum hotspare/HAProxy req/s ratios (issue 2).
 TARGETS = {"100b": 0.2, "1mib": 0.6}
 REPO = Path(__file__).resolve().parent.parent
-HOTSPARE = REPO / ".venv" / "bin" / "hotspare"
-PY_SPY = REPO / ".venv" / "bin" / "py-spy"
+# The venv of the running interpreter (a git worktree has none of its own: run it with
+# PYTHONPATH at the tree and the main checkout's .venv/bin/python).
+VENV_BIN = REPO / ".venv" / "bin" if (REPO / ".venv").exists() else Path(sys.executable).parent
+HOTSPARE = VENV_BIN / "hotspare"
+PY_SPY = VENV_BIN / "py-spy"
 
 
 def check_body(name: str, port: int, path: str, size: int) -> None:

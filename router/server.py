@@ -26,6 +26,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from dataclasses import dataclass
 from functools import partial
@@ -48,8 +49,7 @@ from router.failover.feed import EventFeed
 from router.failover.state import ServiceState, StateFile
 from router.proxy.accesslog import AccessLog
 from router.proxy.handler import Proxy
-from router.proxy.limits import GuardedServer
-from router.proxy.listeners import make_redirect_handler, server_ssl_context
+from router.proxy.listeners import ProxySite, make_redirect_handler, server_ssl_context
 from router.proxy.rewrite import Rewriter
 from router.proxy.routes import ServiceRuntime, ServiceTable, client_timeout, make_target
 from router.proxy.upstream import BackendPool, PoolKey, pool_key
@@ -100,9 +100,7 @@ class Router:
         self.proxy = Proxy(self._build_table(config), self.access_log)
         if config.cluster is not None:
             self.pair = RouterPair(config, self.controllers, self.events, self.state_file)
-        self._runners: list[web.BaseRunner] = []
-        self._sites: list[web.TCPSite] = []
-        self._servers: list[GuardedServer] = []  # one per proxy listener (limits on reload)
+        self._sites: list[ProxySite] = []  # one per proxy listener (limits on reload)
         self._admin_runner: web.AppRunner | None = None
         self.bound: BoundAddresses | None = None
         self.data_path: DataPathHost | None = None  # set: worker processes serve the listeners (router/workers/)
@@ -230,20 +228,9 @@ class Router:
             for i, lc in enumerate(config.listen if self.data_path is None else ()):
                 host, port = lc.host_port
                 handler = make_redirect_handler(lc.https_port) if lc.redirect_to_https else self.proxy.handle
-                server = GuardedServer(handler, config.limits)
-                self._servers.append(server)
-                runner = web.ServerRunner(
-                    server,
-                    handle_signals=False,
-                    shutdown_timeout=config.shutdown_grace,
-                )
-                await runner.setup()
-                self._runners.append(runner)
-                ssl_ctx = server_ssl_context(lc, i) if lc.tls else None
-                site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx, backlog=1024, reuse_address=True)
-                await site.start()
+                site = ProxySite(handler, config.limits, tls=bool(lc.tls))
                 self._sites.append(site)
-                listeners.append(_sockname(runner))
+                listeners.append(await site.start(host, port, server_ssl_context(lc, i) if lc.tls else None))
             ahost, aport = parse_hostport(config.admin.listen)
             self._admin_runner = web.AppRunner(build_admin_app(self), handle_signals=False, access_log=None,
                                                keepalive_timeout=config.limits.keepalive_timeout)
@@ -256,6 +243,13 @@ class Router:
         self.bound = BoundAddresses(tuple(listeners), admin)
         if self.pair is not None:
             self.pair.start(admin, partial(execute, self), self._fail)
+        # What exists now lives as long as the router: kept out of the collector's full
+        # passes, which otherwise walk it again and again under load (issue 12). The data
+        # path makes no cycles; what requests in flight hold (thousands of objects at a few
+        # hundred requests) must not start a young-generation pass every few requests.
+        gc.freeze()
+        first, second, third = gc.get_threshold()
+        gc.set_threshold(max(first, 10_000), second, third)
         for (h, p), lc in zip(listeners, config.listen, strict=True):
             kind = "https" if lc.tls else ("http->https redirect" if lc.redirect_to_https else "http")
             log.info("listening on %s:%d (%s)", h, p, kind)
@@ -297,12 +291,9 @@ class Router:
             await self.data_path.stop()
         if self.pair is not None:
             await self.pair.stop()
-        for site in self._sites:
-            await site.stop()
+        await asyncio.gather(*(site.stop(self.config.shutdown_grace) for site in self._sites),
+                             return_exceptions=True)
         self._sites.clear()
-        await asyncio.gather(*(r.cleanup() for r in self._runners), return_exceptions=True)
-        self._runners.clear()
-        self._servers.clear()
         if self._admin_runner is not None:
             await self._admin_runner.cleanup()
             self._admin_runner = None
@@ -338,8 +329,8 @@ class Router:
         else:
             self.access_log.reopen()  # log rotation
         self.proxy.set_table(self._build_table(config))
-        for server in self._servers:
-            server.set_limits(config.limits)  # connections accepted from now on
+        for site in self._sites:
+            site.set_limits(config.limits)  # connections accepted from now on
         self.config = config
         if self.data_path is not None:
             self.data_path.reload(config)

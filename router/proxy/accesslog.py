@@ -40,12 +40,13 @@ FLUSH_SIZE = 65536  # bytes buffered before a write regardless of the interval
 _ESCAPE = re.compile(r'[\x00-\x1f\x7f"\\]')
 
 
-def _esc(value: str) -> str:
-    def one(m: re.Match[str]) -> str:
-        c = m.group(0)
-        return "\\" + c if c in '"\\' else f"\\x{ord(c):02x}"
+def _one(m: re.Match[str]) -> str:
+    c = m.group(0)
+    return "\\" + c if c in '"\\' else f"\\x{ord(c):02x}"
 
-    return _ESCAPE.sub(one, value)
+
+def _esc(value: str) -> str:
+    return value if _ESCAPE.search(value) is None else _ESCAPE.sub(_one, value)
 
 
 class AccessRecord:

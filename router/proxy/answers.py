@@ -18,16 +18,17 @@ from __future__ import annotations
 
 import html
 import logging
-from dataclasses import dataclass
-
-from aiohttp import web
-from aiohttp.web_request import BaseRequest
+from typing import TYPE_CHECKING
 
 from router import metrics
 from router.errors import RequestBodyTooLarge, UpstreamError
 from router.failover.director import NoRoute
 
+from .reply import Reply
 from .targets import ALLOW, Answer
+
+if TYPE_CHECKING:
+    from .request import ClientRequest
 
 __all__ = [
     "Reply",
@@ -88,13 +89,6 @@ def switching_page(service: str, retry_after: int) -> str:
 """
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
-    status: int
-    headers: tuple[tuple[str, str], ...]
-    body: bytes
-
-
 def refusal_reply(refusal: NoRoute, service: str, accept: str | None) -> Reply:
     """The whole answer to a refused request: status, Retry-After, page or text."""
     headers: list[tuple[str, str]] = [("Retry-After", str(refusal.retry_after)), ("Cache-Control", "no-store")]
@@ -108,82 +102,74 @@ def refusal_reply(refusal: NoRoute, service: str, accept: str | None) -> Reply:
     return Reply(refusal.status, tuple(headers), body)
 
 
-# -- the answers, as aiohttp responses ---------------------------------------------------
+# -- the answers ------------------------------------------------------------------------
+
+_TEXT = ("Content-Type", "text/plain; charset=utf-8")
+_NO_STORE = ("Cache-Control", "no-store")
 
 
-def text(status: int, body: str, request_id: str, extra: dict[str, str] | None = None) -> web.Response:
-    headers = {"X-Request-ID": request_id, "Cache-Control": "no-store"}
+def text(status: int, body: str, request_id: str, extra: dict[str, str] | None = None, close: bool = False) -> Reply:
+    headers = [("X-Request-ID", request_id), _NO_STORE, _TEXT]
     if extra:
-        headers.update(extra)
-    return web.Response(status=status, text=f"{body}\nrequest id: {request_id}\n", headers=headers)
+        headers += extra.items()
+    return Reply(status, tuple(headers), f"{body}\nrequest id: {request_id}\n".encode(), close)
 
 
-def own_answer(answer: Answer, request_id: str) -> web.Response:
+def own_answer(answer: Answer, request_id: str) -> Reply:
     """What the router says itself about a target it will not forward (targets.py)."""
     extra = {"Allow": answer.allow} if answer.allow else None
     if answer.status == 200:  # OPTIONS *: the router's own capabilities
-        return web.Response(status=200, headers={"Allow": ALLOW, "X-Request-ID": request_id})
+        return Reply(200, (("Allow", ALLOW), ("X-Request-ID", request_id)), b"")
     metrics.BAD_REQUESTS.labels(answer.cause).inc()
     log.info("%s; answered %d", answer.text, answer.status)
-    resp = text(answer.status, answer.text, request_id, extra)
-    resp.force_close()  # whatever follows on this connection is not to be trusted
-    return resp
+    # whatever follows on this connection is not to be trusted
+    return text(answer.status, answer.text, request_id, extra, close=True)
 
 
 def refuse(
-    service: str, request: BaseRequest, request_id: str, status: int, body: str, close: bool = False
-) -> web.Response:
-    resp = text(status, body, request_id)
-    if close:
-        resp.force_close()  # the unread body must not be parsed as the next request
+    service: str, request: ClientRequest, request_id: str, status: int, body: str, close: bool = False
+) -> Reply:
+    # close: the unread body must not be parsed as the next request
     if status >= 500:
         metrics.REFUSED.labels(service, "no_route").inc()
         log.warning("%s; answered %d to %s %s id=%s", body, status, request.method, request.path, request_id)
-    return resp
+    return text(status, body, request_id, close=close)
 
 
-def upstream_failed(request: BaseRequest, request_id: str, err: UpstreamError, reason: str) -> web.Response:
+def upstream_failed(request: ClientRequest, request_id: str, err: UpstreamError, reason: str) -> Reply:
     log.error("%s; answered %d to %s %s id=%s (not sent again: %s)",
               err.cause, err.status, request.method, request.path, request_id, reason)
     what = "gateway timeout" if err.status == 504 else "bad gateway"
-    resp = text(err.status, f"{what}: {err.cause}\nnot sent again: {reason}", request_id)
-    if request.body_exists:
-        resp.force_close()
-    return resp
+    return text(err.status, f"{what}: {err.cause}\nnot sent again: {reason}", request_id, close=request.body_exists)
 
 
-def no_route(service: str, request: BaseRequest, request_id: str, exc: NoRoute) -> web.Response:
+def no_route(service: str, request: ClientRequest, request_id: str, exc: NoRoute) -> Reply:
     """503 + Retry-After; the switching page for browsers."""
     reply = refusal_reply(exc, service, request.headers.get("Accept"))
-    resp = web.Response(status=reply.status, body=reply.body, headers=[*reply.headers, ("X-Request-ID", request_id)])
-    if request.body_exists:
-        resp.force_close()  # the unread body must not be parsed as the next request
     metrics.REFUSED.labels(service, "no_route").inc()
     log.warning("service %s unavailable (%s); answered %d to %s %s id=%s",
                 service, exc.reason, reply.status, request.method, request.path, request_id)
-    return resp
+    # close with a body unread: it must not be parsed as the next request
+    return Reply(reply.status, (*reply.headers, ("X-Request-ID", request_id)), reply.body, request.body_exists)
 
 
-def client_fault(request: BaseRequest, request_id: str, fault: Exception) -> web.Response:
+def client_fault(request: ClientRequest, request_id: str, fault: Exception) -> Reply:
     if isinstance(fault, RequestBodyTooLarge):
         log.info("request body over %d bytes; answered 413 to %s %s id=%s", fault.limit, request.method, request.path, request_id)
-        resp = text(413, f"payload too large: body over {fault.limit} bytes", request_id)
-    else:
-        metrics.BAD_REQUESTS.labels("bad_request").inc()
-        log.info("%s; answered 400 to %s %s id=%s", fault, request.method, request.path, request_id)
-        resp = text(400, f"bad request: {fault}", request_id)
-    resp.force_close()
-    return resp
+        return text(413, f"payload too large: body over {fault.limit} bytes", request_id, close=True)
+    metrics.BAD_REQUESTS.labels("bad_request").inc()
+    log.info("%s; answered 400 to %s %s id=%s", fault, request.method, request.path, request_id)
+    return text(400, f"bad request: {fault}", request_id, close=True)
 
 
-def upgrade_refused(request: BaseRequest, request_id: str, backend: str, status: int) -> web.Response:
+def upgrade_refused(request: ClientRequest, request_id: str, backend: str, status: int) -> Reply:
     """The backend declined a WebSocket upgrade and its answer could not be kept."""
     log.error("backend %s refused the websocket upgrade (status %d); answered 502 to GET %s id=%s",
               backend, status, request.path, request_id)
     return text(502, f"bad gateway: backend {backend} refused the websocket upgrade ({status})", request_id)
 
 
-def upgrade_failed(request: BaseRequest, request_id: str, err: UpstreamError) -> web.Response:
+def upgrade_failed(request: ClientRequest, request_id: str, err: UpstreamError) -> Reply:
     """A WebSocket upgrade that never reached a backend's answer (never sent again)."""
     log.error("%s; answered %d to GET %s id=%s", err.cause, err.status, request.path, request_id)
     what = "gateway timeout" if err.status == 504 else "bad gateway"

@@ -23,12 +23,8 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import cast
 
 import aiohttp
-from aiohttp import web
-from aiohttp.http_writer import StreamWriter
-from aiohttp.web_request import BaseRequest
 from multidict import CIMultiDict
 from prometheus_client import Histogram
 
@@ -43,11 +39,13 @@ from router.errors import (
 from router.failover.director import Outcome, Route
 
 from . import answers
-from .bodies import ProxyResponse, RequestBody
-from .headers import request_headers, response_headers
+from .bodies import RequestBody
+from .headers import request_pairs, response_headers, response_lines
 from .inflight import Inflight
 from .rawupstream import RawResponse
 from .replay import replay_refusal_reason
+from .request import ClientRequest
+from .respond import Responder
 from .routes import BackendTarget, ServiceRuntime
 from .stream import stream_body
 from .targets import Target
@@ -56,7 +54,7 @@ from .upstream import CONNECTION_REUSED, AiohttpResponse, BackendPool
 __all__ = ["Answered", "Attempter", "Failed"]
 
 Upstream = RawResponse | AiohttpResponse
-Answered = tuple[web.StreamResponse, str, int]  # (response, backend name, body bytes sent)
+Answered = tuple[str, int]  # (backend name, body bytes sent); the answer went to the client
 
 
 @dataclass(slots=True)
@@ -82,7 +80,7 @@ class Attempter:
         self._durations: dict[tuple[str, str], Histogram] = {}  # labels() takes a lock: cached
 
     async def attempt(
-        self, svc: ServiceRuntime, request: BaseRequest, request_id: str, started: float,
+        self, svc: ServiceRuntime, request: ClientRequest, out: Responder, request_id: str, started: float,
         route: Route, body: RequestBody | None, last: bool, want: Target,
     ) -> Answered | Failed:
         """One try on ``route``: the whole response, or what failed before it started
@@ -90,17 +88,17 @@ class Attempter:
         target = svc.targets[route.backend.name]
         backend = target.config.name
         client_host: str = want.authority or request.headers.get("Host") or target.host_header
-        out = self._headers(svc, request, request_id, route, body, client_host, target.host_header)
+        headers = self._headers(svc, request, request_id, route, body, client_host, target.host_header)
         path, _, query = want.path_qs.partition("?")
         pool = target.pool
         pool.acquire()
         upstream: Upstream | None = None
         director = svc.director
-        watch = self.inflight.watch(svc.name, backend, director, svc.config.health.timeout)
+        watch = self.inflight.watch(svc.name, backend, director, svc.config.health.timeout, request.task)
         CONNECTION_REUSED.set(False)
         try:
             try:
-                upstream = await _send(svc, pool, request.method, target, path, query, out, body)
+                upstream = await _send(svc, pool, request.method, target, path, query, headers, body)
             except (Exception, asyncio.CancelledError) as exc:
                 if upstream is not None:
                     upstream.close()
@@ -110,7 +108,8 @@ class Attempter:
                         return Failed(err, None, backend, False, True)
                     raise
                 if body is not None and body.fault is not None:
-                    return answers.client_fault(request, request_id, body.fault), backend, 0
+                    out.reply(answers.client_fault(request, request_id, body.fault))
+                    return backend, 0
                 return Failed(translate(exc, backend), exc, backend, CONNECTION_REUSED.get(), False)
             finally:
                 self.inflight.end(watch)
@@ -121,28 +120,29 @@ class Attempter:
                 upstream.close()  # its answer is dropped: the request goes again
                 dropped = UpstreamStatusError(f"backend {backend} answered {status}")
                 return Failed(dropped, None, backend, False, False, reported=True)
-            resp = self._response(svc, request, request_id, upstream, client_host)
-            try:
-                writer = cast(StreamWriter, await resp.prepare(request))  # headers buffered, not sent
-            except (ConnectionError, aiohttp.ClientConnectionResetError):
-                upstream.close()
-                return resp, backend, 0
+            if isinstance(upstream, RawResponse):
+                lines, has_date = response_lines(
+                    upstream.raw, via=self.via, request_id=request_id, rewriter=svc.rewriter,
+                    client_origin=f"{request.scheme}://{client_host}")
+                out.start_lines(upstream.status, upstream.reason, lines, upstream.lengths > 0, has_date)
+            else:
+                out.start(upstream.status, upstream.reason, self._response(svc, request, request_id, upstream, client_host))
             self._observe(svc.name, backend, time.monotonic() - started)
-            sent = await stream_body(svc, request, request_id, upstream, resp, writer, backend)
-            return resp, backend, sent
+            sent = await stream_body(svc, request, out, request_id, upstream, backend)
+            return backend, sent
         finally:
             if upstream is not None:
                 upstream.release()
             pool.release()
 
     def _headers(
-        self, svc: ServiceRuntime, request: BaseRequest, request_id: str, route: Route,
+        self, svc: ServiceRuntime, request: ClientRequest, request_id: str, route: Route,
         body: RequestBody | None, client_host: str, backend_host: str,
-    ) -> CIMultiDict[str]:
-        return request_headers(
+    ) -> list[tuple[str, str]]:
+        return request_pairs(
             request.headers,
             host=client_host if svc.preserve_host else backend_host,
-            peer=request.remote or "unknown",
+            peer=request.remote,
             proto=request.scheme,
             via=self.via,
             request_id=request_id,
@@ -151,13 +151,12 @@ class Attempter:
         )
 
     def _response(
-        self, svc: ServiceRuntime, request: BaseRequest, request_id: str, upstream: Upstream, client_host: str,
-    ) -> ProxyResponse:
-        headers = response_headers(
+        self, svc: ServiceRuntime, request: ClientRequest, request_id: str, upstream: Upstream, client_host: str,
+    ) -> CIMultiDict[str]:
+        return response_headers(
             upstream.headers, via=self.via, request_id=request_id, rewriter=svc.rewriter,
             client_origin=f"{request.scheme}://{client_host}",
         )
-        return ProxyResponse(status=upstream.status, reason=upstream.reason, headers=headers)
 
     def _observe(self, service: str, backend: str, seconds: float) -> None:
         key = (service, backend)
@@ -167,7 +166,7 @@ class Attempter:
         child.observe(seconds)
 
 
-def _may_replay(request: BaseRequest, body: RequestBody | None, svc: ServiceRuntime) -> bool:
+def _may_replay(request: ClientRequest, body: RequestBody | None, svc: ServiceRuntime) -> bool:
     """Rule 3: may a request whose answer is in ``fail_on_status`` go again?"""
     fo = svc.config.failover
     return replay_refusal_reason(
@@ -178,7 +177,7 @@ def _may_replay(request: BaseRequest, body: RequestBody | None, svc: ServiceRunt
 
 async def _send(
     svc: ServiceRuntime, pool: BackendPool, method: str, target: BackendTarget, path: str, query: str,
-    out: CIMultiDict[str], body: RequestBody | None,
+    out: list[tuple[str, str]], body: RequestBody | None,
 ) -> Upstream:
     """Send on the backend's pool: the proxy's own client for plain HTTP, aiohttp's for https."""
     t = svc.first_byte
@@ -189,7 +188,7 @@ async def _send(
             body is not None and body.expect, t.sock_connect, t.sock_read,
         )
     upstream = await pool.session.request(
-        method, target.url(path, query), headers=out, data=body.chunks() if body is not None else None,
+        method, target.url(path, query), headers=CIMultiDict(out), data=body.chunks() if body is not None else None,
         allow_redirects=False, timeout=t, auto_decompress=False,
     )
     try:

@@ -16,21 +16,17 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
-from aiohttp import web
-from aiohttp.http_writer import StreamWriter
-from aiohttp.web_request import BaseRequest
 
 from router.edge import translate
 from router.errors import ClientGone, RequestBodyTooLarge, UpstreamError, UpstreamTimeout
 
+from .request import BodyReader
+from .respond import Responder, Writer
 from .routes import ServiceRuntime
 
-__all__ = ["COALESCE_MAX", "ClientStalled", "ProxyResponse", "RequestBody", "drain", "finish", "read_failed"]
+__all__ = ["ClientStalled", "RequestBody", "drain", "finish", "read_failed"]
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-# Largest first body piece sent in one write with the response headers: joining them
-# copies the piece (Python < 3.12.9 has no safe writelines), a second send is cheaper.
-COALESCE_MAX = 32 * 1024
 
 
 class RequestBody:
@@ -42,10 +38,11 @@ class RequestBody:
     ``keep`` nothing is kept and ``kept`` is None: the body cannot be sent again.
     """
 
-    __slots__ = ("_idle", "_keep", "_limit", "_request", "done", "expect", "fault", "kept", "received")
+    __slots__ = ("_client", "_idle", "_keep", "_limit", "_reader", "done", "expect", "fault", "kept", "received")
 
-    def __init__(self, request: BaseRequest, limit: int | None, idle: float, expect: bool, keep: int) -> None:
-        self._request = request
+    def __init__(self, reader: BodyReader, client: Writer, limit: int | None, idle: float, expect: bool, keep: int) -> None:
+        self._reader = reader
+        self._client = client
         self._limit = limit
         self._idle = idle or None
         self._keep = keep
@@ -63,13 +60,13 @@ class RequestBody:
     async def chunks(self) -> AsyncIterator[bytes]:
         if self.expect:
             self.expect = False
-            await self._request.writer.write(_CONTINUE)
+            self._client.write(_CONTINUE)
         if self.kept:
             for chunk in list(self.kept):
                 yield chunk
         if self.done:
             return
-        content = self._request.content
+        content = self._reader
         limit = self._limit
         while True:
             try:
@@ -96,14 +93,6 @@ class RequestBody:
             yield chunk
 
 
-class ProxyResponse(web.StreamResponse):
-    """A streamed response whose headers wait for the first body bytes, so that a small
-    response goes out in one send instead of two (aiohttp's own ``web.Response`` does the
-    same; the proxy flushes them at once when no body byte is at hand)."""
-
-    _send_headers_immediately = False
-
-
 class ClientStalled(Exception):
     """The client took nothing for ``idle`` seconds while the router waited to write."""
 
@@ -113,25 +102,18 @@ def read_failed(exc: Exception, svc: ServiceRuntime, backend: str) -> UpstreamEr
         return UpstreamTimeout(f"backend {backend} stalled for {svc.idle or svc.config.timeouts.first_byte}s mid-body")
     return translate(exc, backend)
 
-async def drain(writer: StreamWriter, idle: float | None) -> None:
+async def drain(out: Responder, idle: float | None) -> None:
     """Wait for the client to take what is buffered, at most ``idle`` seconds."""
     try:
         async with asyncio.timeout(idle):
-            await writer.drain()
+            await out.conn.drain()
     except TimeoutError:
         raise ClientStalled from None
 
-async def finish(resp: web.StreamResponse, writer: StreamWriter, chunk: bytes, idle: float | None) -> None:
-    """Send ``chunk`` (and the headers, if still buffered) and end the response."""
-    if writer.chunked:
-        # The last-chunk marker goes with ``chunk``; write_eof then drains: timed.
-        try:
-            async with asyncio.timeout(idle):
-                await resp.write_eof(chunk)
-        except TimeoutError:
-            raise ClientStalled from None
-        return
-    await writer.write(chunk, drain=False)  # also sends headers still buffered
-    if writer.protocol.writing_paused:
-        await drain(writer, idle)
-    await resp.write_eof()  # nothing left to send: returns at once
+
+async def finish(out: Responder, chunk: bytes, idle: float | None) -> None:
+    """Send ``chunk`` (and the head, if still buffered) and end the response; wait
+    (timed) while the client's buffer is full."""
+    out.end(chunk)
+    if out.conn.write_paused:
+        await drain(out, idle)

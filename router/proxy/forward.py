@@ -10,7 +10,7 @@ Rules:
    ``NoRoute`` is answered 503 + Retry-After (answers.py).
 3. After a failed attempt, in this order: a reused keep-alive connection the backend
    closed just as the request went out is a race, not a failure: once more on a fresh
-   connection, not held against the backend. A request aiohttp cannot encode is the
+   connection, not held against the backend. A request that cannot be encoded is the
    client's fault (400, never reported). Anything else is reported (unless it was
    already: an abort, a dropped ``fail_on_status`` answer) and counted by cause.
 4. It goes again only if :func:`replay.replay_refusal_reason` allows it, to the new route
@@ -23,8 +23,6 @@ from __future__ import annotations
 import logging
 
 import aiohttp
-from aiohttp import web
-from aiohttp.web_request import BaseRequest
 
 from router import metrics
 from router.errors import RequestUnsendable
@@ -34,6 +32,8 @@ from . import answers
 from .attempt import Answered, Attempter, Failed
 from .bodies import RequestBody
 from .replay import replay_refusal_reason
+from .request import ClientRequest
+from .respond import Responder
 from .routes import ServiceRuntime
 from .targets import Target
 
@@ -54,23 +54,33 @@ class Forwarder:
         self.attempts = attempts
 
     async def forward(
-        self, svc: ServiceRuntime, request: BaseRequest, request_id: str, started: float, target: Target
+        self, svc: ServiceRuntime, request: ClientRequest, out: Responder, request_id: str, started: float,
+        target: Target,
     ) -> Answered:
-        """Forward one plain HTTP request. Returns (response, backend name, body bytes)."""
+        """Forward one plain HTTP request; its answer goes to ``out``. Returns (backend
+        name, body bytes sent)."""
         body: RequestBody | None = None
         if request.body_exists:
             refused = _check_body(svc, request, request_id)
-            if isinstance(refused, web.Response):
-                return refused, "none", 0
+            if isinstance(refused, answers.Reply):
+                out.reply(refused)
+                return "none", 0
             body = refused
         try:
             route = await _route(svc, body)
         except NoRoute as exc:
-            return answers.no_route(svc.name, request, request_id, exc), "none", 0
+            out.reply(answers.no_route(svc.name, request, request_id, exc))
+            return "none", 0
+        return await self._attempts(svc, request, out, request_id, started, target, body, route)
+
+    async def _attempts(
+        self, svc: ServiceRuntime, request: ClientRequest, out: Responder, request_id: str, started: float,
+        target: Target, body: RequestBody | None, route: Route,
+    ) -> Answered:
         stale_retried = False
         for attempt in range(MAX_ATTEMPTS):
             last = attempt == MAX_ATTEMPTS - 1
-            result = await self.attempts.attempt(svc, request, request_id, started, route, body, last, target)
+            result = await self.attempts.attempt(svc, request, out, request_id, started, route, body, last, target)
             if not isinstance(result, Failed):
                 return result
             f = result
@@ -80,7 +90,8 @@ class Forwarder:
                          "retrying on a fresh connection", f.backend, request.method, request.path, request_id)
                 continue
             if isinstance(f.err, RequestUnsendable):  # the client's doing: never the backend's
-                return answers.client_fault(request, request_id, f.err), "none", 0
+                out.reply(answers.client_fault(request, request_id, f.err))
+                return "none", 0
             if not (f.aborted or f.reported):
                 svc.director.report(f.backend, Outcome.failed(f.err.failure))
             metrics.UPSTREAM_ERRORS.labels(svc.name, f.backend, f.err.failure.value).inc()
@@ -91,18 +102,20 @@ class Forwarder:
                 except NoRoute as exc:
                     log.error("%s; no backend to send %s %s id=%s to: %s",
                               f.err.cause, request.method, request.path, request_id, exc.reason)
-                    return answers.no_route(svc.name, request, request_id, exc), f.backend, 0
+                    out.reply(answers.no_route(svc.name, request, request_id, exc))
+                    return f.backend, 0
                 if again is not None:
                     route = again
                     _replaying(svc, request, request_id, f, route)
                     continue
                 reason = "no other backend could take it in time"
             metrics.REFUSED.labels(svc.name, "not_replayable").inc()
-            return answers.upstream_failed(request, request_id, f.err, reason), f.backend, 0
+            out.reply(answers.upstream_failed(request, request_id, f.err, reason))
+            return f.backend, 0
         raise AssertionError("unreachable: the last attempt always answers")  # pragma: no cover
 
 
-def _check_body(svc: ServiceRuntime, request: BaseRequest, request_id: str) -> RequestBody | web.Response:
+def _check_body(svc: ServiceRuntime, request: ClientRequest, request_id: str) -> RequestBody | answers.Reply:
     """Rule 1: the body to stream (and keep for a replay), or the refusal."""
     limit = svc.max_body_size
     declared = request.content_length
@@ -112,7 +125,8 @@ def _check_body(svc: ServiceRuntime, request: BaseRequest, request_id: str) -> R
     if expect is not None and expect.lower() != "100-continue":
         return answers.refuse(svc.name, request, request_id, 417, "expectation failed: only 100-continue is supported",
                               close=True)
-    return RequestBody(request, limit, svc.idle, expect is not None and request.version >= (1, 1),
+    assert request.body is not None and request.out is not None
+    return RequestBody(request.body, request.out.conn, limit, svc.idle, expect is not None and request.version >= (1, 1),
                        svc.config.failover.replay_buffer)
 
 
@@ -141,7 +155,7 @@ async def _route_after_failure(svc: ServiceRuntime, failed: Route) -> Route | No
     return route
 
 
-def _stale_connection(f: Failed, svc: ServiceRuntime, request: BaseRequest, body: RequestBody | None) -> bool:
+def _stale_connection(f: Failed, svc: ServiceRuntime, request: ClientRequest, body: RequestBody | None) -> bool:
     """Rule 3: the backend closed a kept-alive connection just as the request went out,
     and the request can go once more (safe method, or no body, or the whole body kept)."""
     return (
@@ -151,7 +165,7 @@ def _stale_connection(f: Failed, svc: ServiceRuntime, request: BaseRequest, body
     )
 
 
-def _replay_refusal(svc: ServiceRuntime, request: BaseRequest, body: RequestBody | None, f: Failed, last: bool) -> str | None:
+def _replay_refusal(svc: ServiceRuntime, request: ClientRequest, body: RequestBody | None, f: Failed, last: bool) -> str | None:
     """Rule 4: None if the request may go again, else why not."""
     fo = svc.config.failover
     reason = replay_refusal_reason(
@@ -163,7 +177,7 @@ def _replay_refusal(svc: ServiceRuntime, request: BaseRequest, body: RequestBody
     return reason
 
 
-def _replaying(svc: ServiceRuntime, request: BaseRequest, request_id: str, f: Failed, route: Route) -> None:
+def _replaying(svc: ServiceRuntime, request: ClientRequest, request_id: str, f: Failed, route: Route) -> None:
     method = request.method
     metrics.REPLAYED.labels(svc.name, method if method in KNOWN_METHODS else "other").inc()
     log.warning("%s; sending %s %s id=%s again, to %s (epoch %d)",

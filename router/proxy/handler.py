@@ -1,19 +1,19 @@
 """The streaming reverse proxy: one client request -> the service's active backend.
 
-This module is the aiohttp handler and its bookkeeping (request id, metrics, access
+This module is the request handler (called by connection.py) and its bookkeeping (request id, metrics, access
 log); the work is done in: forward.py (the attempt loop, replays), attempt.py (one
 try), stream.py (the response body), inflight.py (abort registry, SLOW timer),
 answers.py (every answer the router makes itself), websocket.py (upgrades).
 
 Rules:
 
-1. A request that is malformed or ambiguous never reaches a backend: aiohttp's strict
-   request parser answers 400 for bad bytes, CL+TE and conflicting Content-Length
-   itself; this module adds 400 for HTTP/1.1 without Host.
+1. A request that is malformed or ambiguous never reaches a backend: llhttp's strict
+   request parser refuses bad bytes, CL+TE and conflicting Content-Length (400, by
+   connection.py); this module adds 400 for HTTP/1.1 without Host.
 2. Bodies stream both ways in the chunks the sockets deliver; nothing is held whole
    (bodies.py: the request body as sent upstream, the writes that end a response).
-   Flow control is aiohttp's (its readers pause the socket at their high-water mark,
-   writers drain). ``max_body_size`` is enforced on the declared length before any byte
+   Flow control is the connections' own (readers pause the socket at their high-water
+   mark, writers drain). ``max_body_size`` is enforced on the declared length before any byte
    is read (413, never 100-continue) and on the bytes counted while streaming.
 3. ``Expect: 100-continue`` is answered by the router, lazily: "100 Continue" goes out
    when the backend connection is up and the body is first pulled, so a refused
@@ -53,10 +53,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from aiohttp import web
-from aiohttp.web_request import BaseRequest
-from multidict import CIMultiDictProxy
-from prometheus_client import Counter, Gauge
+from multidict import CIMultiDict
+from prometheus_client import Counter
 
 from router import metrics
 from router.failover.director import NoRoute
@@ -67,6 +65,8 @@ from .attempt import Attempter
 from .forward import KNOWN_METHODS, Forwarder
 from .headers import connection_tokens, sane_request_id
 from .inflight import Inflight
+from .request import ClientRequest
+from .respond import Responder
 from .routes import ServiceRuntime, ServiceTable
 from .targets import Answer, Target, check_host, parse_target
 from .websocket import proxy_websocket
@@ -74,9 +74,10 @@ from .websocket import proxy_websocket
 __all__ = ["Proxy"]
 
 CLIENT_CLOSED = 499  # logged (never sent) when the client went away first
+_INFLIGHT: dict[str, list[int]] = {}  # per service, shared by every proxy of the process (as the gauge is)
 
 
-def _request_id(headers: CIMultiDictProxy[str]) -> str:
+def _request_id(headers: CIMultiDict[str]) -> str:
     """The client's X-Request-ID when sane, unless its Connection header nominates it."""
     given = headers.get("X-Request-ID")
     if given is not None and "Connection" in headers and "x-request-id" in connection_tokens(headers.getall("Connection")):
@@ -95,7 +96,6 @@ class Proxy:
         self._inflight = Inflight()
         self._forwarder = Forwarder(Attempter(self.via, self._inflight))
         self._request_children: dict[tuple[str, str, str, int], Counter] = {}
-        self._inflight_children: dict[str, Gauge] = {}
 
     def abort_inflight(self, service: str, backend: str) -> None:
         """``backend`` of ``service`` is declared dead: every request waiting on it for
@@ -108,59 +108,73 @@ class Proxy:
 
     # -- the handler -----------------------------------------------------------------
 
-    async def handle(self, request: BaseRequest) -> web.StreamResponse:
+    async def handle(self, request: ClientRequest) -> None:
         started = time.monotonic()
-        headers = request.headers
-        request_id = _request_id(headers)
-        service_name = "none"
-        backend_name = "none"
-        status = CLIENT_CLOSED
+        out = request.out
+        assert out is not None
+        request_id = _request_id(request.headers)
+        service_name = backend_name = "none"
         sent_bytes = 0
+        status = CLIENT_CLOSED
         try:
-            version = request.version
-            target = parse_target(request.method, request.raw_path, (version.major, version.minor))
-            if not isinstance(target, Answer) and "Host" in headers:
-                target = check_host(headers.getall("Host")) or target
-            if isinstance(target, Answer):
-                status = target.status
-                return answers.own_answer(target, request_id)
-            host = target.authority or headers.get("Host")
-            if host is None and version >= (1, 1):
-                status = 400
-                metrics.BAD_REQUESTS.labels("bad_request").inc()
-                return answers.text(400, "bad request: HTTP/1.1 request without a Host header", request_id)
-            svc = self.table.lookup(host or "", target.path)
+            svc = self._service(request, out, request_id)
             if svc is None:
-                status = 404
-                return answers.text(404, "not found: no service for this host and path", request_id)
+                status = out.status
+                return
             service_name = svc.name
             inflight = self._inflight_gauge(service_name)
-            inflight.inc()
+            inflight[0] += 1
             try:
-                upgrade = headers.get("Upgrade")
-                if upgrade is not None and upgrade.lower() == "websocket" and request.method == "GET":
-                    resp, backend_name = await self._websocket(svc, request, request_id, target)
-                else:
-                    resp, backend_name, sent_bytes = await self._forwarder.forward(
-                        svc, request, request_id, started, target)
-                status = resp.status
-                return resp
+                backend_name, sent_bytes = await self._forward(svc, request, out, request_id, started)
+                status = out.status or CLIENT_CLOSED
             finally:
-                inflight.dec()
+                inflight[0] -= 1
         finally:
             self._count(service_name, backend_name, request.method, status)
             if self.access_log.enabled:
                 self._log_access(request, request_id, started, status, sent_bytes, service_name, backend_name)
 
+    def _service(self, request: ClientRequest, out: Responder, request_id: str) -> ServiceRuntime | None:
+        """The service of the request, or None when the router answered it itself."""
+        headers = request.headers
+        target = parse_target(request.method, request.raw_path, request.version)
+        if not isinstance(target, Answer) and "Host" in headers:
+            target = check_host(headers.getall("Host")) or target
+        if isinstance(target, Answer):
+            out.reply(answers.own_answer(target, request_id))
+            return None
+        host = target.authority or headers.get("Host")
+        if host is None and request.version >= (1, 1):
+            metrics.BAD_REQUESTS.labels("bad_request").inc()
+            out.reply(answers.text(400, "bad request: HTTP/1.1 request without a Host header", request_id))
+            return None
+        svc = self.table.lookup(host or "", target.path)
+        if svc is None:
+            out.reply(answers.text(404, "not found: no service for this host and path", request_id))
+            return None
+        request.target = target
+        return svc
+
+    async def _forward(
+        self, svc: ServiceRuntime, request: ClientRequest, out: Responder, request_id: str, started: float,
+    ) -> tuple[str, int]:
+        target = request.target
+        assert target is not None
+        upgrade = request.headers.get("Upgrade")
+        if request.upgrade and upgrade is not None and upgrade.lower() == "websocket" and request.method == "GET":
+            return await self._websocket(svc, request, out, request_id, target), 0
+        return await self._forwarder.forward(svc, request, out, request_id, started, target)
+
     async def _websocket(
-        self, svc: ServiceRuntime, request: BaseRequest, request_id: str, target: Target
-    ) -> tuple[web.StreamResponse, str]:
+        self, svc: ServiceRuntime, request: ClientRequest, out: Responder, request_id: str, target: Target
+    ) -> str:
         try:
             route = svc.director.route()
         except NoRoute as exc:  # MustHold too: a held upgrade would help nobody
-            return answers.no_route(svc.name, request, request_id, exc), "none"
-        resp = await proxy_websocket(self.via, svc, request, request_id, target, route)
-        return resp, route.backend.name
+            out.reply(answers.no_route(svc.name, request, request_id, exc))
+            return "none"
+        await proxy_websocket(self.via, svc, request, out, request_id, target, route)
+        return route.backend.name
 
     # -- bookkeeping (metric children cached: labels() takes a lock and builds tuples) --
 
@@ -173,24 +187,27 @@ class Proxy:
             self._request_children[key] = child
         child.inc()
 
-    def _inflight_gauge(self, service: str) -> Gauge:
-        child = self._inflight_children.get(service)
-        if child is None:
-            child = metrics.INFLIGHT.labels(service)
-            self._inflight_children[service] = child
-        return child
+    @staticmethod
+    def _inflight_gauge(service: str) -> list[int]:
+        """The in-flight count of ``service``: a plain int per request, read by the gauge
+        when /metrics is scraped (no lock on the hot path)."""
+        cell = _INFLIGHT.get(service)
+        if cell is None:
+            cell = _INFLIGHT[service] = [0]
+            metrics.INFLIGHT.labels(service).set_function(lambda: cell[0])
+        return cell
 
     def _log_access(
-        self, request: BaseRequest, request_id: str, started: float, status: int, sent_bytes: int,
+        self, request: ClientRequest, request_id: str, started: float, status: int, sent_bytes: int,
         service: str, backend: str,
     ) -> None:
         headers = request.headers
         self.access_log.write(
             AccessRecord(
-                peer=request.remote or "-",
+                peer=request.remote,
                 method=request.method,
                 target=request.raw_path,
-                version=f"HTTP/{request.version.major}.{request.version.minor}",
+                version=f"HTTP/{request.version[0]}.{request.version[1]}",
                 status=status,
                 bytes_sent=sent_bytes,
                 referer=headers.get("Referer", ""),

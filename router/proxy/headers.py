@@ -27,7 +27,7 @@ import os
 import re
 from collections.abc import Iterable, Iterator
 
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict, MultiMapping
 
 from .rewrite import Rewriter
 
@@ -36,7 +36,9 @@ __all__ = [
     "connection_tokens",
     "new_request_id",
     "request_headers",
+    "request_pairs",
     "response_headers",
+    "response_lines",
     "sane_request_id",
 ]
 
@@ -75,6 +77,9 @@ _WS_DROP: frozenset[str] = _REQUEST_DROP | {
 }
 _RESPONSE_DROP: frozenset[str] = HOP_BY_HOP | {"x-request-id", "via"}
 _RESPONSE_REWRITTEN: frozenset[str] = frozenset({"location", "content-location", "uri"})
+_RESPONSE_DROP_B = frozenset(n.encode() for n in _RESPONSE_DROP)
+_RESPONSE_REWRITTEN_B = frozenset(n.encode() for n in _RESPONSE_REWRITTEN)
+_SE = "surrogateescape"
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
@@ -127,7 +132,7 @@ def connection_tokens(values: Iterable[str]) -> frozenset[str]:
 
 
 def request_headers(
-    src: CIMultiDictProxy[str],
+    src: MultiMapping[str],
     *,
     host: str,
     peer: str,
@@ -143,35 +148,51 @@ def request_headers(
     ``host`` is the Host to send (the client's, or the backend's host:port); ``via`` is
     the full Via token such as "1.1 hotspare".
     """
+    return CIMultiDict(request_pairs(src, host=host, peer=peer, proto=proto, via=via, request_id=request_id,
+                                     epoch=epoch, websocket=websocket, expect_continue=expect_continue))
+
+
+def request_pairs(
+    src: MultiMapping[str],
+    *,
+    host: str,
+    peer: str,
+    proto: str,
+    via: str,
+    request_id: str,
+    epoch: int,
+    websocket: bool = False,
+    expect_continue: bool = False,
+) -> list[tuple[str, str]]:
+    """:func:`request_headers` as a list of (name, value), in order (the proxy's own
+    client writes them as they are: no multidict to build)."""
     drop = _WS_DROP if websocket else _REQUEST_DROP
     conn = src.getall("Connection", ())
     nominated: frozenset[str] = connection_tokens(conn) if conn else frozenset()
     if nominated:
         drop = drop | nominated
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in src.items():
-        if name.lower() not in drop:
-            out.add(name, value)
-    out["Host"] = host
+    out = [(name, value) for name, value in src.items() if name.lower() not in drop]
+    # Every name below was dropped above.
+    out.append(("Host", host))
     xff = () if "x-forwarded-for" in nominated else src.getall("X-Forwarded-For", ())
-    out["X-Forwarded-For"] = ", ".join((*xff, peer)) if xff else peer
-    out["X-Forwarded-Proto"] = proto
+    out.append(("X-Forwarded-For", ", ".join((*xff, peer)) if xff else peer))
+    out.append(("X-Forwarded-Proto", proto))
     client_host = src.get("Host")
     if client_host:
-        out["X-Forwarded-Host"] = client_host
+        out.append(("X-Forwarded-Host", client_host))
     prior_via = () if "via" in nominated else src.getall("Via", ())
-    out["Via"] = ", ".join((*prior_via, via)) if prior_via else via
-    out["X-Request-ID"] = request_id
-    out["X-Hotspare-Epoch"] = str(epoch)
+    out.append(("Via", ", ".join((*prior_via, via)) if prior_via else via))
+    out.append(("X-Request-ID", request_id))
+    out.append(("X-Hotspare-Epoch", str(epoch)))
     if expect_continue:
-        # Passed on like Apache does: aiohttp then waits for the backend's 100 before
-        # pulling the body, and our body iterator sends the client its 100 at that point.
-        out["Expect"] = "100-continue"
+        # Passed on like Apache does: the upstream client then waits for the backend's
+        # 100 before pulling the body, and our body iterator sends the client its 100 then.
+        out.append(("Expect", "100-continue"))
     return out
 
 
 def response_headers(
-    src: CIMultiDictProxy[str],
+    src: MultiMapping[str],
     *,
     via: str,
     request_id: str,
@@ -199,6 +220,60 @@ def response_headers(
             value = rewriter.set_cookie(value)
         out.add(name, value)
     prior_via = src.getall("Via", ())
-    out["Via"] = ", ".join((*prior_via, via)) if prior_via else via
-    out["X-Request-ID"] = request_id
+    out.add("Via", ", ".join((*prior_via, via)) if prior_via else via)  # dropped above: add()
+    out.add("X-Request-ID", request_id)
     return out
+
+
+_DROP_CACHE: dict[tuple[bytes, ...], frozenset[bytes]] = {}
+
+
+def _response_drop(conn: tuple[bytes, ...]) -> frozenset[bytes]:
+    """The names a response with these Connection values loses (cached: a backend says
+    the same few things, "keep-alive" above all)."""
+    drop = _DROP_CACHE.get(conn)
+    if drop is None:
+        drop = _RESPONSE_DROP_B | {t.encode("latin-1") for t in connection_tokens(v.decode("latin-1") for v in conn)}
+        if len(_DROP_CACHE) < 256:
+            _DROP_CACHE[conn] = drop
+    return drop
+
+
+def response_lines(
+    raw: list[tuple[bytes, bytes, bytes]],
+    *,
+    via: str,
+    request_id: str,
+    rewriter: Rewriter,
+    client_origin: str,
+) -> tuple[list[bytes], bool]:
+    """:func:`response_headers` for a head as the proxy's own client gives it: (lowercase
+    name, name, value) bytes. Returns the header lines to send (each ending in CRLF) and
+    whether one of them is Date. Bytes that need no rewriting go out as they came."""
+    drop = _RESPONSE_DROP_B
+    conn = [v for n, _, v in raw if n == b"connection"]
+    if conn:
+        drop = _response_drop(tuple(conn))
+    out: list[bytes] = []
+    prior_via: list[str] = []
+    has_date = False
+    for lname, name, value in raw:
+        if lname in drop:
+            if lname == b"via":
+                prior_via.append(value.decode("utf-8", _SE))
+            continue
+        if lname in _RESPONSE_REWRITTEN_B:
+            if rewriter.locations:
+                value = rewriter.location(value.decode("utf-8", _SE), client_origin).encode("utf-8", _SE)
+        elif lname == b"set-cookie":
+            if rewriter.cookies:
+                value = rewriter.set_cookie(value.decode("utf-8", _SE)).encode("utf-8", _SE)
+        elif lname == b"date":
+            has_date = True
+        out.append(b"%s: %s\r\n" % (name, value))
+    if prior_via:
+        out.append(f"Via: {', '.join((*prior_via, via))}\r\n".encode("utf-8", _SE))
+    else:
+        out.append(f"Via: {via}\r\n".encode())
+    out.append(f"X-Request-ID: {request_id}\r\n".encode())
+    return out, has_date

@@ -4,8 +4,10 @@ timer (handler.py rule 7).
 Rules:
 
 1. Every attempt is watched from the moment it is sent until its response headers came
-   (or it failed): :meth:`Inflight.watch` registers it under (service, backend) and arms
-   the SLOW timer; :meth:`Inflight.end` disarms both. Nothing else is kept per request.
+   (or it failed): :meth:`Inflight.watch` registers it under (service, backend),
+   :meth:`Inflight.end` takes it out. Nothing else is kept per request: the SLOW timer
+   is one per (service, backend), armed at the oldest watch's deadline, and re-arms
+   itself to the next one when it fires (no timer per request).
 2. When the failover layer declares a backend dead, :meth:`Inflight.abort` cancels every
    task watched on it, marking each watch ``aborted`` first: the attempt then knows the
    CancelledError is ours (:meth:`Watch.ours`), takes back exactly that one cancellation
@@ -33,12 +35,13 @@ _SLOW = Outcome.failed(Failure.SLOW)
 class Watch:
     """One attempt waiting for response headers."""
 
-    __slots__ = ("aborted", "key", "slow", "task")
+    __slots__ = ("aborted", "key", "since", "slow", "task")
 
-    def __init__(self, task: asyncio.Task[object], key: tuple[str, str], slow: asyncio.TimerHandle) -> None:
+    def __init__(self, task: asyncio.Task[object], key: tuple[str, str], since: float) -> None:
         self.task = task
         self.key = key
-        self.slow = slow
+        self.since = since
+        self.slow = False  # reported SLOW already
         self.aborted = False
 
     def ours(self) -> bool:
@@ -48,34 +51,64 @@ class Watch:
 
 
 class Inflight:
-    """The registry of one proxy: (service, backend) -> the attempts waiting on it."""
+    """The registry of one proxy: (service, backend) -> the attempts waiting on it, in
+    the order they started."""
 
-    __slots__ = ("_waiting",)
+    __slots__ = ("_timers", "_waiting")
 
     def __init__(self) -> None:
-        self._waiting: dict[tuple[str, str], set[Watch]] = {}
+        self._waiting: dict[tuple[str, str], dict[Watch, None]] = {}
+        self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
 
-    def watch(self, service: str, backend: str, director: Director, slow_after: float) -> Watch:
-        task = asyncio.current_task()
-        assert task is not None
+    def watch(
+        self, service: str, backend: str, director: Director, slow_after: float,
+        task: asyncio.Task[object] | None = None,
+    ) -> Watch:
+        """``task``: the one waiting (default: the current one)."""
+        if task is None:
+            task = asyncio.current_task()
+            assert task is not None
         key = (service, backend)
-        slow = asyncio.get_running_loop().call_later(slow_after, director.report, backend, _SLOW)
-        w = Watch(task, key, slow)
-        self._waiting.setdefault(key, set()).add(w)
+        loop = task.get_loop()
+        w = Watch(task, key, loop.time())
+        waiting = self._waiting.get(key)
+        if waiting is None:
+            waiting = self._waiting[key] = {}
+        waiting[w] = None
+        if key not in self._timers:
+            self._timers[key] = loop.call_at(w.since + slow_after, self._sweep, key, director, slow_after)
         return w
 
     def end(self, w: Watch) -> None:
-        w.slow.cancel()
-        ws = self._waiting.get(w.key)
-        if ws is not None:
-            ws.discard(w)
-            if not ws:
-                del self._waiting[w.key]
+        waiting = self._waiting.get(w.key)
+        if waiting is not None:
+            waiting.pop(w, None)
+
+    def _sweep(self, key: tuple[str, str], director: Director, slow_after: float) -> None:
+        """Rule 3: SLOW once for each watch past its deadline; re-armed for the next."""
+        del self._timers[key]
+        waiting = self._waiting.get(key)
+        if not waiting:
+            self._waiting.pop(key, None)
+            return
+        loop = asyncio.get_running_loop()
+        limit = loop.time() - slow_after
+        for w in waiting:
+            if w.slow:
+                continue
+            if w.since > limit:
+                self._timers[key] = loop.call_at(w.since + slow_after, self._sweep, key, director, slow_after)
+                return
+            w.slow = True
+            director.report(key[1], _SLOW)
 
     def abort(self, service: str, backend: str) -> None:
         """``backend`` of ``service`` is declared dead: every request waiting on it for
         response headers stops waiting now (it is replayed or answered 502)."""
-        waiting = self._waiting.pop((service, backend), set())
+        waiting = self._waiting.pop((service, backend), {})
+        timer = self._timers.pop((service, backend), None)
+        if timer is not None:
+            timer.cancel()
         for w in waiting:
             w.aborted = True
             w.task.cancel()

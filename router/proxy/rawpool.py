@@ -14,8 +14,8 @@ Rules:
    (the client's fault, translated at the edge).
 4. A body goes out from its own task while the answer is awaited, so an early answer is
    seen; with ``Expect: 100-continue`` it starts only after the backend's 100 (and never
-   if the final answer comes first). A connection whose body did not go out whole is
-   never reused.
+   if the final answer comes first), else the head goes with its first piece (as
+   aiohttp's client does). A connection whose body did not go out whole is never reused.
 """
 
 from __future__ import annotations
@@ -34,11 +34,13 @@ from router.edge import ConnectFailed
 
 from .rawupstream import RawResponse, UpstreamConnection
 
-__all__ = ["CONNECTION_REUSED", "RawPool"]
+__all__ = ["CONNECTION_REUSED", "Headers", "RawPool", "encode_head"]
+
+Headers = CIMultiDict[str] | list[tuple[str, str]]
 
 CONNECTION_REUSED: contextvars.ContextVar[bool] = contextvars.ContextVar("hotspare_connection_reused", default=False)
 
-_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # all but tab, CR and LF
 _TARGET_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")
 _GET_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
@@ -155,7 +157,7 @@ class RawPool:
                     await self._all_lost
 
     async def request(
-        self, method: str, target: str, headers: CIMultiDict[str], body: AsyncIterator[bytes] | None,
+        self, method: str, target: str, headers: Headers, body: AsyncIterator[bytes] | None,
         expect: bool, connect: float | None, first_byte: float | None,
     ) -> RawResponse:
         """Send one request; returns once the answer's head is in (rules 2-4)."""
@@ -164,7 +166,7 @@ class RawPool:
         resp = RawResponse(conn, method == "HEAD")
         conn.resp = resp
         try:
-            head = _head(method, target, headers, body is not None)
+            head = encode_head(method, target, headers, body is not None)
         except ValueError:
             resp.release()
             raise
@@ -174,7 +176,7 @@ class RawPool:
         else:
             if expect:
                 resp.continued = conn.loop.create_future()
-            chunked = "Content-Length" not in headers
+            chunked = not _has_length(headers)
             conn.sender = asyncio.get_running_loop().create_task(
                 _send_body(conn, resp, head, body, chunked, first_byte), name="hotspare-upstream-body")
         try:
@@ -185,46 +187,60 @@ class RawPool:
         return resp
 
 
-def _head(method: str, target: str, headers: CIMultiDict[str], has_body: bool) -> bytes:
+def _has_length(headers: Headers) -> bool:
+    if isinstance(headers, CIMultiDict):
+        return "Content-Length" in headers
+    return any(name.lower() == "content-length" for name, _ in headers)
+
+
+def encode_head(method: str, target: str, headers: Headers, has_body: bool) -> bytes:
     """Rule 3: the request head as aiohttp's client would have written it."""
     if _TARGET_FORBIDDEN.search(target) or _TARGET_FORBIDDEN.search(method):
         raise ValueError("forbidden character in the request target")
-    if has_body:
-        if "Content-Length" not in headers:
-            headers["Transfer-Encoding"] = "chunked"
-    elif method not in _GET_METHODS and "Content-Length" not in headers:
-        headers["Content-Length"] = "0"
+    items = headers.items() if isinstance(headers, CIMultiDict) else headers
     lines = [f"{method} {target} HTTP/1.1"]
-    for name, value in headers.items():
-        if _FORBIDDEN.search(name) or _FORBIDDEN.search(value):
-            raise ValueError("Forbidden control character detected in headers.")
-        lines.append(f"{name}: {value}")
+    lines += [f"{name}: {value}" for name, value in items]
+    if has_body:
+        if not _has_length(headers):
+            lines.append("Transfer-Encoding: chunked")
+    elif method not in _GET_METHODS and not _has_length(headers):
+        lines.append("Content-Length: 0")
     lines.append("\r\n")
-    return "\r\n".join(lines).encode("utf-8")
+    text = "\r\n".join(lines)
+    # One pass for every name and value: no control byte, and no CR or LF but the
+    # separators (a value with "\r\n" in it would add a line).
+    if _CONTROL.search(text) or text.count("\r") != len(lines) or text.count("\n") != len(lines):
+        raise ValueError("Forbidden control character detected in headers.")
+    return text.encode("utf-8")
 
 
 async def _send_body(
     conn: UpstreamConnection, resp: RawResponse, head: bytes, body: AsyncIterator[bytes], chunked: bool,
     first_byte: float | None,
 ) -> None:
-    """Rule 4: the head, then (after a 100 if asked for) the body, framed."""
+    """Rule 4: the head, then (after a 100 if asked for) the body, framed. Without a 100
+    to wait for, the head leaves with the first piece of body: a body that breaks before
+    its first byte sends nothing at all."""
     try:
-        conn.write(head)
+        pending: bytes | None = head
         if resp.continued is not None:
+            conn.write(head)
+            pending = None
             conn.arm(first_byte)
             await resp.continued
         async for chunk in body:
             if not chunk:
                 continue
-            if chunked:  # framed around the piece, not joined to it: no copy
-                conn.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
-            else:
-                conn.write(chunk)
+            # framed around the piece, not joined to it: no copy
+            parts = (b"%x\r\n" % len(chunk), chunk, b"\r\n") if chunked else (chunk,)
+            conn.writelines(parts if pending is None else (pending, *parts))
+            pending = None
             if conn.write_paused:
                 async with asyncio.timeout(first_byte or None):
                     await conn.drain()
-        if chunked:
-            conn.write(b"0\r\n\r\n")
+        last = b"0\r\n\r\n" if chunked else b""
+        if pending is not None or last:
+            conn.write(last if pending is None else pending + last)
         conn.arm(first_byte)
     except asyncio.CancelledError:
         raise

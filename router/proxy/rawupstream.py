@@ -61,16 +61,18 @@ class RawResponse:
     """The backend's answer to one request: head, then the body as the socket gives it."""
 
     __slots__ = (
-        "_buffered", "_chunks", "_conn", "_head_bytes", "_head_fed", "_head_only", "_headers", "_interim", "_parser", "_paused",
-        "_reason", "_until_eof", "_waiter", "complete", "continued", "error", "head", "headers",
-        "keep_alive", "reason", "status",
+        "_buffered", "_chunks", "_conn", "_head_bytes", "_head_fed", "_head_only", "_interim", "_parser", "_paused",
+        "_reason", "_until_eof", "_waiter", "complete", "continued", "error", "head", "keep_alive", "lengths",
+        "raw", "reason", "status", "te",
     )
 
     def __init__(self, conn: UpstreamConnection, head_only: bool) -> None:
         self._conn = conn
         self._parser = httptools.HttpResponseParser(self)
         self._head_only = head_only
-        self._headers: CIMultiDict[str] = CIMultiDict()
+        self.raw: list[tuple[bytes, bytes, bytes]] = []  # (lowercase name, name, value) as sent
+        self.lengths = 0  # Content-Length lines
+        self.te: bytes | None = None  # the Transfer-Encoding value
         self._head_bytes = 0
         self._head_fed = 0
         self._reason = b""
@@ -84,7 +86,6 @@ class RawResponse:
         self.continued: asyncio.Future[None] | None = None
         self.status = 0
         self.reason = ""
-        self.headers: CIMultiDictProxy[str] = CIMultiDictProxy(self._headers)
         self.complete = False
         self.keep_alive = False
         self.error: BaseException | None = None
@@ -94,7 +95,9 @@ class RawResponse:
     def on_message_begin(self) -> None:
         if self.complete:
             raise _Stray
-        self._headers = CIMultiDict()
+        self.raw = []
+        self.lengths = 0
+        self.te = None
         self._head_bytes = 0
         self._reason = b""
 
@@ -104,9 +107,20 @@ class RawResponse:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._count(len(name) + len(value))
-        if len(self._headers) >= MAX_HEAD_LINES:
+        if len(self.raw) >= MAX_HEAD_LINES:
             raise BadResponse(f"more than {MAX_HEAD_LINES} header lines")
-        self._headers.add(name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
+        lname = name.lower()
+        if lname == b"content-length":
+            self.lengths += 1
+        elif lname == b"transfer-encoding":
+            self.te = value
+        self.raw.append((lname, name, value))
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        """The head as a multidict (decoded as aiohttp's client does), for whoever wants one."""
+        return CIMultiDictProxy(CIMultiDict(
+            (n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape")) for _, n, v in self.raw))
 
     def _count(self, n: int) -> None:
         self._head_bytes += n
@@ -120,16 +134,15 @@ class RawResponse:
             if self.continued is not None and not self.continued.done():
                 self.continued.set_result(None)
             return
-        h = self._headers
-        lengths = h.getall("Content-Length", ())
-        if lengths and ("Transfer-Encoding" in h or len(lengths) > 1):
-            raise BadResponse(f"ambiguous framing: Content-Length {list(lengths)}, "
-                              f"Transfer-Encoding {h.get('Transfer-Encoding')!r}")
+        lengths = self.lengths
+        if lengths and (self.te is not None or lengths > 1):
+            values = [v.decode("latin-1") for n, _, v in self.raw if n == b"content-length"]
+            te = None if self.te is None else self.te.decode("latin-1")
+            raise BadResponse(f"ambiguous framing: Content-Length {values}, Transfer-Encoding {te!r}")
         self.status = code
         self.reason = self._reason.decode("utf-8", "surrogateescape")
-        self.headers = CIMultiDictProxy(h)
         bodiless = self._head_only or code in _BODILESS or code == 101
-        self._until_eof = not bodiless and not lengths and "Transfer-Encoding" not in h
+        self._until_eof = not bodiless and not lengths and self.te is None
         if bodiless:
             self._done(self._parser.should_keep_alive() and code != 101)
         if not self.head.done():
@@ -249,6 +262,7 @@ class RawResponse:
         reusable = whole and self.complete and self.keep_alive and not self._chunks
         if self._paused and reusable:
             conn.resume()
+        del self._parser  # it holds this answer's callbacks: a cycle for the GC otherwise
         conn.pool.release(conn, reusable)
 
 

@@ -4,7 +4,8 @@ router/edge.py, the one place, shared with the probes.)
 
 Plain-HTTP requests go through the proxy's own client (:attr:`BackendPool.raw`,
 rawpool.py and rawupstream.py: a Protocol per connection, llhttp, ``pause_reading``);
-https backends and WebSocket upgrades through aiohttp's, per the rules below.
+https backends through aiohttp's, per the rules below (a WebSocket upgrade opens a
+connection of its own, websocket.py; :meth:`BackendPool.tunnel_ssl` gives its TLS).
 :class:`AiohttpResponse` lets stream.py read either the same way.
 
 Rules:
@@ -22,10 +23,7 @@ Rules:
    requesting task): a backend that closes an idle keep-alive connection just as a
    request goes out is a race, not a failure, and the proxy retries once on a fresh
    connection (as HAProxy and nginx do).
-5. A backend that answers a WebSocket upgrade with anything but 101 has answered the
-   request: its answer (status, headers, a body up to 1 MiB) is kept in
-   :data:`WS_REFUSAL` for the client, and the connection stays plain HTTP.
-6. A bodiless answer (204, 304, or any answer to HEAD) that arrives with bytes after its
+5. A bodiless answer (204, 304, or any answer to HEAD) that arrives with bytes after its
    head keeps the answer and drops the bytes and the connection (as nginx does), instead
    of failing the request on them.
 """
@@ -33,7 +31,6 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
 import ssl
 import weakref
@@ -44,50 +41,13 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict
 
 from router.config import BackendConfig, PoolConfig
 
 from .rawpool import CONNECTION_REUSED, RawPool
 
-__all__ = ["CONNECTION_REUSED", "WS_REFUSAL", "AiohttpResponse", "BackendPool", "PoolKey", "UpgradeRefused", "pool_key"]
-
-
-WS_REFUSAL_BODY_MAX = 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class UpgradeRefused:
-    """A backend's plain answer to a WebSocket upgrade (rule 5): passed to the client."""
-
-    status: int
-    reason: str | None
-    headers: CIMultiDictProxy[str]
-    body: bytes | None  # None: over WS_REFUSAL_BODY_MAX
-
-
-WS_REFUSAL: contextvars.ContextVar[UpgradeRefused | None] = contextvars.ContextVar("hotspare_ws_refusal", default=None)
-
-
-async def _keep_refusal(_session: object, _ctx: object, params: aiohttp.TraceRequestEndParams) -> None:
-    """aiohttp's ws_connect drops a non-101 answer with its body; this trace hook (run in
-    the requesting task, before that check) keeps it for the client."""
-    resp = params.response
-    if resp.status == 101:
-        return
-    body = bytearray()
-    while len(body) <= WS_REFUSAL_BODY_MAX:
-        piece = await resp.content.read(65536)
-        if not piece:
-            break
-        body += piece
-    kept = bytes(body) if len(body) <= WS_REFUSAL_BODY_MAX else None
-    WS_REFUSAL.set(UpgradeRefused(resp.status, resp.reason, resp.headers, kept))
-
-
-_WS_TRACE = aiohttp.TraceConfig()
-_WS_TRACE.on_request_end.append(_keep_refusal)
-_WS_TRACE.freeze()
+__all__ = ["CONNECTION_REUSED", "AiohttpResponse", "BackendPool", "PoolKey", "pool_key"]
 
 
 _BODILESS = (b"204", b"304")
@@ -194,10 +154,9 @@ class BackendPool:
             timeout=aiohttp.ClientTimeout(total=None),
             trust_env=False,
         )
-        self._ws_session: aiohttp.ClientSession | None = None
         parts = urlsplit(key.origin)
-        # Plain HTTP goes through the proxy's own client (rawpool.py); https and
-        # WebSocket upgrades stay on aiohttp's.
+        # Plain HTTP goes through the proxy's own client (rawpool.py); https stays on
+        # aiohttp's.
         self.raw: RawPool | None = None
         if parts.scheme == "http":
             self.raw = RawPool(parts.hostname or "", parts.port or 80, key.max_connections, key.keepalive_timeout)
@@ -221,28 +180,22 @@ class BackendPool:
     async def wait_idle(self) -> None:
         await self._closed.wait()
 
-    @property
-    def ws_session(self) -> aiohttp.ClientSession:
-        """WebSocket upgrades: the same connections, plus the refusal hook (kept off the
-        plain session, where a trace would cost every request)."""
-        if self._ws_session is None:
-            self._ws_session = aiohttp.ClientSession(
-                connector=self.session.connector,
-                connector_owner=False,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                auto_decompress=False,
-                skip_auto_headers=_SKIP_AUTO,
-                timeout=aiohttp.ClientTimeout(total=None),
-                trust_env=False,
-                trace_configs=[_WS_TRACE],
-            )
-        return self._ws_session
+    def tunnel_ssl(self) -> ssl.SSLContext | None:
+        """The TLS context of a WebSocket tunnel to this backend (None: plain HTTP)."""
+        if self.raw is not None:
+            return None
+        ctx = _ssl_context(self.key)
+        if isinstance(ctx, ssl.SSLContext):
+            return ctx
+        ctx = ssl.create_default_context()
+        if not self.key.verify_tls:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
 
     async def close(self) -> None:
         if self.raw is not None:
             await self.raw.close()
-        if self._ws_session is not None:
-            await self._ws_session.close()
         await self.session.close()
 
 

@@ -32,16 +32,13 @@ import math
 import socket
 from collections.abc import Mapping
 
-from aiohttp import web
-
 from router.config import Config, LimitsConfig, ServiceConfig
 from router.failover.director import Outcome
 from router.failover.follow import FailoverDirector
 from router.health.detector import Health
 from router.proxy.accesslog import AccessLog
 from router.proxy.handler import Proxy
-from router.proxy.limits import GuardedServer
-from router.proxy.listeners import make_redirect_handler, server_ssl_context
+from router.proxy.listeners import ProxySite, make_redirect_handler, server_ssl_context
 from router.proxy.rewrite import Rewriter
 from router.proxy.routes import ServiceRuntime, ServiceTable, client_timeout, make_target
 from router.proxy.upstream import BackendPool, PoolKey, pool_key
@@ -73,9 +70,7 @@ class WorkerDataPath:
         self._suspects: dict[tuple[str, str], int] = {}  # rule 4: (service, backend) -> report seq
         self._pools: dict[PoolKey, BackendPool] = {}
         self._retiring: set[asyncio.Task[None]] = set()
-        self._runners: list[web.BaseRunner] = []
-        self._sites: list[web.SockSite] = []
-        self._servers: list[GuardedServer] = []
+        self._sites: list[ProxySite] = []
         reporter.configure(config)
         self.access_log = AccessLog(config.log.access_log, config.log.access_format)
         self.proxy = Proxy(self._build_table(config, views), self.access_log)
@@ -167,8 +162,8 @@ class WorkerDataPath:
         self.reporter.configure(config)
         self.proxy.set_table(self._build_table(config, views))
         self.follow(views, acked)
-        for server in self._servers:
-            server.set_limits(shared_limits(config.limits, self.share))
+        for site in self._sites:
+            site.set_limits(shared_limits(config.limits, self.share))
         self.config = config
 
     # -- life cycle -----------------------------------------------------------------------
@@ -177,23 +172,14 @@ class WorkerDataPath:
         config = self.config
         for i, (lc, sock) in enumerate(zip(config.listen, socks, strict=True)):
             handler = make_redirect_handler(lc.https_port) if lc.redirect_to_https else self.proxy.handle
-            server = GuardedServer(handler, shared_limits(config.limits, self.share))
-            self._servers.append(server)
-            runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=config.shutdown_grace)
-            await runner.setup()
-            self._runners.append(runner)
-            ssl_ctx = server_ssl_context(lc, i) if lc.tls else None
-            site = web.SockSite(runner, sock, ssl_context=ssl_ctx)
-            await site.start()
+            site = ProxySite(handler, shared_limits(config.limits, self.share), tls=bool(lc.tls))
             self._sites.append(site)
+            await site.start_on(sock, server_ssl_context(lc, i) if lc.tls else None)
 
     async def stop(self) -> None:
-        for site in self._sites:
-            await site.stop()
+        await asyncio.gather(*(site.stop(self.config.shutdown_grace) for site in self._sites),
+                             return_exceptions=True)
         self._sites.clear()
-        await asyncio.gather(*(r.cleanup() for r in self._runners), return_exceptions=True)
-        self._runners.clear()
-        self._servers.clear()
         for task in list(self._retiring):
             task.cancel()
         await asyncio.gather(*self._retiring, return_exceptions=True)

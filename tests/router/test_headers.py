@@ -9,6 +9,7 @@ from router.proxy.headers import (
     connection_tokens,
     request_headers,
     response_headers,
+    response_lines,
     sane_request_id,
 )
 from router.proxy.rewrite import Rewriter
@@ -96,3 +97,25 @@ def test_sane_request_id() -> None:
     for bad in (None, "", "has space", "x" * 200, "new\nline"):
         new = sane_request_id(bad)
         assert new != bad and len(new) == 24
+
+
+def test_response_lines_follow_the_same_rules_as_response_headers() -> None:
+    """The raw-bytes twin used with the proxy's own client (issue 12) says exactly what
+    response_headers says, in the same order, byte for byte."""
+    rw = _rewriter(cookie_domain={"internal": "example.org"}, cookie_path={"/app": "/"})
+    heads = [
+        [("Content-Type", "text/plain"), ("Content-Length", "5"), ("Date", "Mon, 01 Jan 2024 00:00:00 GMT")],
+        [("Connection", "close, X-Secret"), ("X-Secret", "s"), ("Keep-Alive", "timeout=5"), ("Via", "1.0 old"),
+         ("X-Request-ID", "theirs"), ("Location", "http://10.0.0.1:8001/x?y"), ("Transfer-Encoding", "chunked"),
+         ("Set-Cookie", "a=1; Domain=app.internal; Path=/app/x"), ("Content-Location", "https://app-b/z"),
+         ("X-Caf\u00e9", "\udce9t\u00e9")],
+        [("Via", "1.1 a"), ("via", "1.1 b"), ("Upgrade", "h2c"), ("Proxy-Authenticate", "Basic")],
+    ]
+    for pairs in heads:
+        raw = [(n.encode("utf-8", "surrogateescape").lower(), n.encode("utf-8", "surrogateescape"),
+                v.encode("utf-8", "surrogateescape")) for n, v in pairs]
+        kw = {"via": "1.1 hotspare", "request_id": "rid-1", "rewriter": rw, "client_origin": "https://www.example.org"}
+        want = response_headers(_h(*pairs), **kw)  # type: ignore[arg-type]
+        lines, has_date = response_lines(raw, **kw)  # type: ignore[arg-type]
+        assert b"".join(lines) == "".join(f"{n}: {v}\r\n" for n, v in want.items()).encode("utf-8", "surrogateescape")
+        assert has_date == ("Date" in want)
