@@ -4,6 +4,7 @@ calls, transactions, leases, watches, endpoint failover and quorum loss."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -18,6 +19,7 @@ from router.cluster.etcd import (
     WatchCompacted,
     WatchEvent,
 )
+from tests.helpers import wait_for
 
 from .etcdkit import EtcdCluster
 
@@ -199,9 +201,25 @@ async def test_watch_breaks_when_its_member_is_killed(client: EtcdClient, etcd_c
     assert kv is not None and client.current_endpoint != etcd_cluster.endpoints[victim]
 
 
+def _leader_moved_off(cluster: EtcdCluster, i: int) -> bool:
+    """Move the raft leadership off member ``i`` (etcdctl move-leader); True once it is."""
+    rows = json.loads(cluster.etcdctl("endpoint", "status", "-w", "json", "--cluster", endpoint=i).stdout)
+    mine = next(r["Status"] for r in rows if r["Endpoint"] == cluster.client_url(i))
+    if mine["leader"] != mine["header"]["member_id"]:
+        return True
+    heir = next(r["Status"]["header"]["member_id"] for r in rows if r["Endpoint"] != cluster.client_url(i))
+    cluster.etcdctl("move-leader", f"{heir:x}", endpoint=i, check=False)
+    return False
+
+
 async def test_failover_to_another_endpoint(client: EtcdClient, etcd_cluster: EtcdCluster) -> None:
     await client.put("/f/k", b"1")
     used = member_of(etcd_cluster, client)
+    # This test is about a refused connect. Killing the raft leader would add an election,
+    # during which the others hold a write until it ends (the client then cannot know
+    # whether it was applied: test_quorum_lost_then_restored's business), so the member
+    # killed is first made a follower.
+    await wait_for(lambda: _leader_moved_off(etcd_cluster, used), timeout=10.0, what="leadership moved off")
     etcd_cluster.kill(used)
     start = time.monotonic()
     await client.put("/f/k", b"2")  # refused connect: never sent, so safely sent elsewhere
