@@ -19,13 +19,16 @@ import asyncio
 from collections.abc import Callable, Iterable
 
 from .request import Reading
+from .writeflow import WriteFlow
 
 __all__ = ["ClientIO"]
 
 _PAUSE_BODY, _PAUSE_QUEUE, _PAUSE_UPGRADE, _PAUSE_TUNNEL = 1, 2, 4, 8
 
 
-class ClientIO(Reading):
+class ClientIO(WriteFlow, Reading):
+    GONE = "the client went away"
+
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.transport: asyncio.Transport | None = None
@@ -66,29 +69,6 @@ class ClientIO(Reading):
 
     def resume_body(self) -> None:
         self._resume(_PAUSE_BODY)
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        self._wake_writer()
-
-    def _wake_writer(self) -> None:
-        d = self._drain
-        if d is not None and not d.done():
-            d.set_result(None)
-
-    async def drain(self) -> None:
-        """Wait until the client takes what is buffered for it."""
-        while self.write_paused and not self.closed:
-            self._drain = self.loop.create_future()
-            try:
-                await self._drain
-            finally:
-                self._drain = None
-        if self.closed:
-            raise ConnectionResetError("the client went away")
 
     def write(self, data: bytes) -> None:
         if not self.closed and self.transport is not None:

@@ -34,6 +34,8 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from router.edge import BadResponse
 
+from .writeflow import WriteFlow
+
 __all__ = ["HIGH_WATER", "LOW_WATER", "Owner", "RawResponse", "UpstreamConnection"]
 
 HIGH_WATER = 512 * 1024
@@ -266,8 +268,10 @@ class RawResponse:
         conn.pool.release(conn, reusable)
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection(WriteFlow, asyncio.Protocol):
     """One kept-alive connection to a backend."""
+
+    GONE = "backend closed the connection while taking the request"
 
     def __init__(self, pool: Owner, loop: asyncio.AbstractEventLoop) -> None:
         self.pool = pool
@@ -308,29 +312,6 @@ class UpstreamConnection(asyncio.Protocol):
             self.resp.lost(exc)
         self._wake_writer()
         self.pool.lost(self)
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        self._wake_writer()
-
-    def _wake_writer(self) -> None:
-        d = self._drain
-        if d is not None and not d.done():
-            d.set_result(None)
-
-    async def drain(self) -> None:
-        """Wait until the backend takes what is buffered for it."""
-        while self.write_paused and not self.closed:
-            self._drain = self.loop.create_future()
-            try:
-                await self._drain
-            finally:
-                self._drain = None
-        if self.closed:
-            raise ConnectionResetError("backend closed the connection while taking the request")
 
     def write(self, data: bytes) -> None:
         assert self.transport is not None
