@@ -191,6 +191,9 @@ async def test_watch_breaks_when_its_member_is_killed(client: EtcdClient, etcd_c
     first = await asyncio.wait_for(anext(stream), 10)  # the stream is open: it replayed rev
     assert [e.kv.value for e in first] == [b"1"]
     victim = member_of(etcd_cluster, client)
+    # A follower, as in test_failover_to_another_endpoint: killing the leader adds an
+    # election that the calls after the kill would wait out.
+    await wait_for(lambda: _leader_moved_off(etcd_cluster, victim), timeout=10.0, what="leadership moved off")
     etcd_cluster.kill(victim)
     start = time.monotonic()
     with pytest.raises(EtcdUnavailable, match="stream"):
