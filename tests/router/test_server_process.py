@@ -18,7 +18,7 @@ import pytest
 import yaml
 from aiohttp import web
 
-from tests.helpers import wait_for
+from tests.helpers import child_pids, wait_for
 
 from .conftest import svc
 
@@ -76,7 +76,7 @@ class RouterProcess:
         data path), whichever is largest."""
         assert self.proc is not None
         out = {"VmHWM": 0, "VmRSS": 0}
-        for pid in [self.proc.pid, *_children(self.proc.pid)]:
+        for pid in [self.proc.pid, *child_pids(self.proc.pid)]:
             try:
                 text = Path(f"/proc/{pid}/status").read_text()
             except OSError:
@@ -86,17 +86,6 @@ class RouterProcess:
         return out
 
 
-def _children(pid: int) -> list[int]:
-    kids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                kids.append(int(entry.name))
-    return kids
 
 
 @pytest.fixture

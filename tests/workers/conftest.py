@@ -19,7 +19,7 @@ import pytest
 import yaml
 from aiohttp import web
 
-from tests.helpers import wait_for
+from tests.helpers import child_pids, wait_for
 
 TOKEN = "worker-test-token-0123456789abcdef"
 HEALTH = {"interval": "200ms", "fast_interval": "50ms", "timeout": "300ms", "rise": 1, "fall": 2}
@@ -30,17 +30,6 @@ def service(a: str, b: str, **extra: Any) -> dict[str, Any]:
             "health": HEALTH, **extra}
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(entry.name))
-    return sorted(out)
 
 
 def alive(pid: int) -> bool:
@@ -103,7 +92,7 @@ class RouterProcess:
 
     def workers(self) -> list[int]:
         assert self.proc is not None
-        return _children(self.proc.pid)
+        return child_pids(self.proc.pid)
 
     def owner(self, client_port: int) -> int | None:
         """The worker process holding the router's side of the client's connection."""
